@@ -20,9 +20,10 @@ const MAX_ENCODED_LEN: usize = (1 << 31) / 8 / 3 * 4 + 4;
 /// Which blocks of a virtual disk changed, one bit per block of a fixed [`Granularity`].
 ///
 /// Bit `i` covers bytes `[i·granularity, (i+1)·granularity)`, clipped to the virtual size. The
-/// external form is xapi's: bit `i` at byte `i >> 3` under mask `0x80 >> (i & 7)`. Internally bits
-/// live MSB-first in big-endian `u64` words, so byte order and bit order of the external form are
-/// kept and scans go a word at a time. Bits past the last block are always zero.
+/// external form is xapi's: bit `i` at byte `i >> 3` under mask `0x80 >> (i & 7)`. Internally bit
+/// `i` is bit `i & 63` (LSB-first) of word `i >> 6`, so scans go a word at a time and clear the
+/// lowest set bit with `x & (x - 1)`, the shortest dependency chain. Bits past the last block are
+/// always zero.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ChangedBlocks {
     granularity: Granularity,
@@ -48,9 +49,15 @@ fn word_of(bit: u64) -> usize {
     usize::try_from(bit >> 6).unwrap_or(usize::MAX)
 }
 
-/// Mask of `bit` inside its word (MSB-first).
+/// Mask of `bit` inside its word (LSB-first).
 const fn bit_mask(bit: u64) -> u64 {
-    1 << (63 - (bit & 63))
+    1 << (bit & 63)
+}
+
+/// Word from 8 bytes of xapi's layout: big-endian with MSB-first bits is the bit-reverse of
+/// LSB-first bit order.
+const fn word_from_bytes(bytes: [u8; 8]) -> u64 {
+    u64::from_be_bytes(bytes).reverse_bits()
 }
 
 fn usize_to_u64(value: usize) -> u64 {
@@ -65,15 +72,26 @@ impl ChangedBlocks {
     pub fn new(virtual_size: ByteLen, granularity: Granularity) -> Result<Self, Error> {
         let size = virtual_size.get();
         if size > MAX_VIRTUAL_SIZE.get() {
-            return Err(Error::VirtualSizeTooLarge { virtual_size: size, max: MAX_VIRTUAL_SIZE.get() });
+            return Err(Error::VirtualSizeTooLarge {
+                virtual_size: size,
+                max: MAX_VIRTUAL_SIZE.get(),
+            });
         }
         let bit_count = size.div_ceil(granularity.bytes());
-        let too_many = Error::TooManyBlocks { bits: bit_count, max: MAX_BITS };
+        let too_many = Error::TooManyBlocks {
+            bits: bit_count,
+            max: MAX_BITS,
+        };
         if bit_count > MAX_BITS {
             return Err(too_many);
         }
         let word_count = usize::try_from(bit_count.div_ceil(64)).map_err(|_| too_many)?;
-        Ok(Self { granularity, virtual_size: size, bit_count, words: vec![0; word_count] })
+        Ok(Self {
+            granularity,
+            virtual_size: size,
+            bit_count,
+            words: vec![0; word_count],
+        })
     }
 
     /// An empty map at xapi's 64 KiB granularity.
@@ -132,10 +150,16 @@ impl ChangedBlocks {
         let mut map = Self::new(virtual_size, granularity)?;
         let found_bits = usize_to_u64(bytes.len()).saturating_mul(8);
         if found_bits < map.bit_count {
-            return Err(Error::BitmapTooShort { found_bits, expected_bits: map.bit_count });
+            return Err(Error::BitmapTooShort {
+                found_bits,
+                expected_bits: map.bit_count,
+            });
         }
         if let Some(first_bit) = map.load(bytes).first_surplus {
-            return Err(Error::BitsBeyondEnd { first_bit, bit_count: map.bit_count });
+            return Err(Error::BitsBeyondEnd {
+                first_bit,
+                bit_count: map.bit_count,
+            });
         }
         Ok(map)
     }
@@ -175,7 +199,11 @@ impl ChangedBlocks {
                 "changed-block bitmap has bits set past the end of the disk: ignored"
             );
         }
-        Ok(Tolerated { blocks: map, missing_tail, ignored_surplus_bits: surplus.set_bits })
+        Ok(Tolerated {
+            blocks: map,
+            missing_tail,
+            ignored_surplus_bits: surplus.set_bits,
+        })
     }
 
     /// Builds a map with every block touched by `extents` marked (outward rounding to whole blocks).
@@ -200,7 +228,7 @@ impl ChangedBlocks {
         let (used, extra) = bytes.split_at(needed.min(bytes.len()));
         let (chunks, rest) = used.as_chunks::<8>();
         for (word, chunk) in self.words.iter_mut().zip(chunks) {
-            *word = u64::from_be_bytes(*chunk);
+            *word = word_from_bytes(*chunk);
         }
         if !rest.is_empty() {
             let mut padded = [0u8; 8];
@@ -208,18 +236,21 @@ impl ChangedBlocks {
                 *slot = *byte;
             }
             if let Some(word) = self.words.get_mut(chunks.len()) {
-                *word = u64::from_be_bytes(padded);
+                *word = word_from_bytes(padded);
             }
         }
-        let mut surplus = Surplus { first_surplus: None, set_bits: 0 };
+        let mut surplus = Surplus {
+            first_surplus: None,
+            set_bits: 0,
+        };
         let tail_bits = self.bit_count & 63;
         if tail_bits != 0
             && let Some(last) = self.words.last_mut()
         {
-            let beyond = *last & (u64::MAX >> tail_bits);
+            let beyond = *last & (u64::MAX << tail_bits);
             if beyond != 0 {
                 let last_base = (self.bit_count >> 6) << 6;
-                surplus.first_surplus = Some(last_base + u64::from(beyond.leading_zeros()));
+                surplus.first_surplus = Some(last_base + u64::from(beyond.trailing_zeros()));
                 surplus.set_bits = u64::from(beyond.count_ones());
                 *last &= !beyond;
             }
@@ -230,7 +261,9 @@ impl ChangedBlocks {
                 .saturating_add(usize_to_u64(index).saturating_mul(8))
                 .saturating_add(u64::from(byte.leading_zeros()));
             surplus.first_surplus.get_or_insert(bit);
-            surplus.set_bits = surplus.set_bits.saturating_add(u64::from(byte.count_ones()));
+            surplus.set_bits = surplus
+                .set_bits
+                .saturating_add(u64::from(byte.count_ones()));
         }
         surplus
     }
@@ -241,7 +274,7 @@ impl ChangedBlocks {
         let needed = usize::try_from(self.bit_count.div_ceil(8)).unwrap_or(usize::MAX);
         let mut out = Vec::with_capacity(self.words.len().saturating_mul(8));
         for word in &self.words {
-            out.extend_from_slice(&word.to_be_bytes());
+            out.extend_from_slice(&word.reverse_bits().to_be_bytes());
         }
         out.truncate(needed);
         out
@@ -274,7 +307,9 @@ impl ChangedBlocks {
     /// Whether block `index` changed (false past the end).
     #[must_use]
     pub fn is_changed(&self, index: CbtBlockIndex) -> bool {
-        self.words.get(word_of(index.get())).is_some_and(|word| word & bit_mask(index.get()) != 0)
+        self.words
+            .get(word_of(index.get()))
+            .is_some_and(|word| word & bit_mask(index.get()) != 0)
     }
 
     /// Whether any block changed.
@@ -286,7 +321,10 @@ impl ChangedBlocks {
     /// Number of changed blocks.
     #[must_use]
     pub fn changed_block_count(&self) -> u64 {
-        self.words.iter().map(|word| u64::from(word.count_ones())).sum()
+        self.words
+            .iter()
+            .map(|word| u64::from(word.count_ones()))
+            .sum()
     }
 
     /// Number of changed bytes: changed blocks times the granularity, the last block clipped to
@@ -325,7 +363,10 @@ impl ChangedBlocks {
                 *word |= bit_mask(bit);
                 Ok(())
             }
-            _ => Err(Error::BitsBeyondEnd { first_bit: bit, bit_count: self.bit_count }),
+            _ => Err(Error::BitsBeyondEnd {
+                first_bit: bit,
+                bit_count: self.bit_count,
+            }),
         }
     }
 
@@ -336,7 +377,10 @@ impl ChangedBlocks {
     pub fn mark_changed(&mut self, extent: ByteExtent) -> Result<(), Error> {
         let end = extent.end().get();
         if end > self.virtual_size {
-            return Err(Error::ExtentOutOfRange { end, virtual_size: self.virtual_size });
+            return Err(Error::ExtentOutOfRange {
+                end,
+                virtual_size: self.virtual_size,
+            });
         }
         if !extent.is_empty() {
             let shift = self.granularity.shift();
@@ -363,14 +407,16 @@ impl ChangedBlocks {
             return;
         }
         let (first, last) = (word_of(start), word_of(end - 1));
-        let head = u64::MAX >> (start & 63);
-        let tail = u64::MAX << (63 - ((end - 1) & 63));
+        let head = u64::MAX << (start & 63);
+        let tail = u64::MAX >> (63 - ((end - 1) & 63));
         if first == last {
             if let Some(word) = self.words.get_mut(first) {
                 *word |= head & tail;
             }
-        } else if let Some((first_word, rest)) =
-            self.words.get_mut(first..=last).and_then(<[u64]>::split_first_mut)
+        } else if let Some((first_word, rest)) = self
+            .words
+            .get_mut(first..=last)
+            .and_then(<[u64]>::split_first_mut)
             && let Some((last_word, middle)) = rest.split_last_mut()
         {
             *first_word |= head;
@@ -386,7 +432,10 @@ impl ChangedBlocks {
     /// [`Error::CannotShrink`] for a smaller size, and the size errors of [`Self::new`].
     pub fn extend_to(&mut self, virtual_size: ByteLen) -> Result<(), Error> {
         if virtual_size.get() < self.virtual_size {
-            return Err(Error::CannotShrink { from: self.virtual_size, to: virtual_size.get() });
+            return Err(Error::CannotShrink {
+                from: self.virtual_size,
+                to: virtual_size.get(),
+            });
         }
         let grown = Self::new(virtual_size, self.granularity)?;
         self.words.resize(grown.words.len(), 0);
@@ -403,7 +452,10 @@ impl ChangedBlocks {
             });
         }
         if self.virtual_size != other.virtual_size {
-            return Err(Error::SizeMismatch { left: self.virtual_size, right: other.virtual_size });
+            return Err(Error::SizeMismatch {
+                left: self.virtual_size,
+                right: other.virtual_size,
+            });
         }
         Ok(())
     }
@@ -473,19 +525,30 @@ impl ChangedBlocks {
     /// Changed blocks one by one, ascending.
     #[must_use]
     pub fn changed_blocks(&self) -> ChangedBlockIter<'_> {
-        ChangedBlockIter { words: self.words.iter(), current: 0, base: 0, next_base: 0 }
+        ChangedBlockIter {
+            words: self.words.iter(),
+            current: 0,
+            base: 0,
+            next_base: 0,
+        }
     }
 
     /// Maximal runs of consecutive changed blocks, ascending.
     #[must_use]
     pub fn block_runs(&self) -> BlockRuns<'_> {
-        BlockRuns { runs: RawRuns::new(&self.words) }
+        BlockRuns {
+            runs: RawRuns::new(&self.words),
+        }
     }
 
     /// Changed bytes as coalesced, ascending, non-adjacent extents clipped to the virtual size.
     #[must_use]
     pub fn byte_extents(&self) -> ByteExtents<'_> {
-        ByteExtents { runs: RawRuns::new(&self.words), map: self }
+        ByteExtents {
+            runs: RawRuns::new(&self.words),
+            shift: self.granularity.shift(),
+            virtual_size: self.virtual_size,
+        }
     }
 
     pub(crate) fn words(&self) -> &[u64] {
@@ -512,24 +575,58 @@ struct Surplus {
 
 fn decode_text(text: &[u8]) -> Result<Vec<u8>, Error> {
     if text.len() > MAX_ENCODED_LEN {
-        return Err(Error::EncodedTooLong { length: text.len(), max: MAX_ENCODED_LEN });
+        return Err(Error::EncodedTooLong {
+            length: text.len(),
+            max: MAX_ENCODED_LEN,
+        });
     }
     STANDARD.decode(text).map_err(Error::InvalidBase64)
 }
 
 /// Runs of set bits as `[start, end)` bit ranges, found a word at a time.
+///
+/// Each word is split into two masks: run starts (a set bit after a clear one) and run ends (a
+/// clear bit after a set one), across word boundaries. Inside a word they alternate, so a run
+/// pops the lowest bit of each: two independent `x & (x - 1)` chains, no data-dependent branch
+/// beyond "word exhausted" and "run continues into the next word".
 #[derive(Clone)]
 pub(crate) struct RawRuns<'a> {
     rest: std::slice::Iter<'a, u64>,
-    /// Unconsumed set bits of the word at `base`.
-    current: u64,
+    /// Unvisited run starts of the word at `base`.
+    starts: u64,
+    /// Unvisited run ends of the word at `base`.
+    ends: u64,
+    /// Last bit of the word at `base`, at bit 0: the bit before the next word.
+    carry: u64,
     base: u64,
     next_base: u64,
 }
 
 impl<'a> RawRuns<'a> {
     pub(crate) fn new(words: &'a [u64]) -> Self {
-        Self { rest: words.iter(), current: 0, base: 0, next_base: 0 }
+        Self {
+            rest: words.iter(),
+            starts: 0,
+            ends: 0,
+            carry: 0,
+            base: 0,
+            next_base: 0,
+        }
+    }
+
+    /// Moves to the next word; false at the end of the bitmap.
+    #[inline]
+    fn load_next(&mut self) -> bool {
+        let Some(&word) = self.rest.next() else {
+            return false;
+        };
+        let previous = (word << 1) | self.carry;
+        self.starts = word & !previous;
+        self.ends = !word & previous;
+        self.carry = word >> 63;
+        self.base = self.next_base;
+        self.next_base += 64;
+        true
     }
 }
 
@@ -538,33 +635,29 @@ impl Iterator for RawRuns<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<(u64, u64)> {
-        while self.current == 0 {
-            self.current = *self.rest.next()?;
-            self.base = self.next_base;
-            self.next_base += 64;
-        }
-        let lead = self.current.leading_zeros();
-        let start = self.base + u64::from(lead);
-        let clear_after = !self.current & (u64::MAX >> lead);
-        if clear_after != 0 {
-            let end_in_word = clear_after.leading_zeros();
-            self.current &= u64::MAX >> end_in_word;
-            return Some((start, self.base + u64::from(end_in_word)));
-        }
-        // The run reaches the end of this word: skip whole words of ones.
-        loop {
-            let Some(&word) = self.rest.next() else {
-                self.current = 0;
-                return Some((start, self.next_base));
-            };
-            self.base = self.next_base;
-            self.next_base += 64;
-            if word != u64::MAX {
-                let end_in_word = (!word).leading_zeros();
-                self.current = word & (u64::MAX >> end_in_word);
-                return Some((start, self.base + u64::from(end_in_word)));
+        // Runs end before the next one starts, so a word loaded here has no pending end.
+        while self.starts == 0 {
+            if !self.load_next() {
+                return None;
             }
         }
+        let start = self.base + u64::from(self.starts.trailing_zeros());
+        self.starts &= self.starts - 1;
+        if self.ends == 0 {
+            // The run continues into later words: its end is the first end found there.
+            loop {
+                if !self.load_next() {
+                    // Bits past the disk are zero, so only a run ending at the last bit gets here.
+                    return Some((start, self.next_base));
+                }
+                if self.ends != 0 {
+                    break;
+                }
+            }
+        }
+        let end = self.base + u64::from(self.ends.trailing_zeros());
+        self.ends &= self.ends - 1;
+        Some((start, end))
     }
 }
 
@@ -586,9 +679,9 @@ impl Iterator for ChangedBlockIter<'_> {
             self.base = self.next_base;
             self.next_base += 64;
         }
-        let lead = self.current.leading_zeros();
-        self.current &= !(1 << (63 - lead));
-        Some(CbtBlockIndex::new(self.base + u64::from(lead)))
+        let position = self.current.trailing_zeros();
+        self.current &= self.current - 1;
+        Some(CbtBlockIndex::new(self.base + u64::from(position)))
     }
 }
 
@@ -602,7 +695,9 @@ impl Iterator for BlockRuns<'_> {
     type Item = Range<CbtBlockIndex>;
 
     fn next(&mut self) -> Option<Range<CbtBlockIndex>> {
-        self.runs.next().map(|(start, end)| CbtBlockIndex::new(start)..CbtBlockIndex::new(end))
+        self.runs
+            .next()
+            .map(|(start, end)| CbtBlockIndex::new(start)..CbtBlockIndex::new(end))
     }
 }
 
@@ -610,7 +705,8 @@ impl Iterator for BlockRuns<'_> {
 #[derive(Clone)]
 pub struct ByteExtents<'a> {
     runs: RawRuns<'a>,
-    map: &'a ChangedBlocks,
+    shift: u32,
+    virtual_size: u64,
 }
 
 impl Iterator for ByteExtents<'_> {
@@ -618,6 +714,9 @@ impl Iterator for ByteExtents<'_> {
 
     #[inline]
     fn next(&mut self) -> Option<ByteExtent> {
-        self.runs.next().map(|(start, end)| self.map.bits_to_bytes(start, end))
+        let (start, end) = self.runs.next()?;
+        // Bits are capped at 2^31 and granularities at 2^31: the shifts cannot overflow.
+        let end = (end << self.shift).min(self.virtual_size);
+        Some(ByteExtent::from_bounds(start << self.shift, end))
     }
 }

@@ -47,7 +47,11 @@ impl BlockStatusBuilder {
         granularity: Granularity,
         rule: StatusRule,
     ) -> Result<Self, Error> {
-        Ok(Self { blocks: ChangedBlocks::new(virtual_size, granularity)?, rule, position: 0 })
+        Ok(Self {
+            blocks: ChangedBlocks::new(virtual_size, granularity)?,
+            rule,
+            position: 0,
+        })
     }
 
     /// First byte not yet described: where the next `BLOCK_STATUS` request starts.
@@ -69,7 +73,9 @@ impl BlockStatusBuilder {
     /// [`Error::EmptyDescriptor`] for a zero length, which would make no progress.
     pub fn push_descriptor(&mut self, length: u64, flags: u64) -> Result<(), Error> {
         if length == 0 {
-            return Err(Error::EmptyDescriptor { offset: self.position });
+            return Err(Error::EmptyDescriptor {
+                offset: self.position,
+            });
         }
         let size = self.blocks.virtual_size().get();
         if self.position >= size {
@@ -77,7 +83,8 @@ impl BlockStatusBuilder {
         }
         let end = self.position.saturating_add(length).min(size);
         if self.rule.is_changed(flags) {
-            self.blocks.mark_changed(ByteExtent::from_bounds(self.position, end))?;
+            self.blocks
+                .mark_changed(ByteExtent::from_bounds(self.position, end))?;
         }
         self.position = end;
         Ok(())

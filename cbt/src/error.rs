@@ -122,7 +122,9 @@ pub enum Error {
         alignment: u32,
     },
     /// A maximum request size is zero or not a multiple of the alignment.
-    #[error("maximum request {max_request} is not a non-zero multiple of the alignment {alignment}")]
+    #[error(
+        "maximum request {max_request} is not a non-zero multiple of the alignment {alignment}"
+    )]
     InvalidMaxRequest {
         /// The rejected maximum request size in bytes.
         max_request: u32,

@@ -42,6 +42,7 @@
 mod bitmap;
 mod block_status;
 mod error;
+pub mod fuzzing;
 mod units;
 mod views;
 

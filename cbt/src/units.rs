@@ -53,7 +53,10 @@ impl ByteExtent {
     pub fn new(offset: ByteOffset, length: ByteLen) -> Result<Self, Error> {
         match offset.get().checked_add(length.get()) {
             Some(_) => Ok(Self { offset, length }),
-            None => Err(Error::ExtentOverflow { offset: offset.get(), length: length.get() }),
+            None => Err(Error::ExtentOverflow {
+                offset: offset.get(),
+                length: length.get(),
+            }),
         }
     }
 
@@ -67,7 +70,10 @@ impl ByteExtent {
 
     /// Built by this crate from ranges already known not to overflow.
     pub(crate) const fn from_bounds(start: u64, end: u64) -> Self {
-        Self { offset: ByteOffset(start), length: ByteLen(end.saturating_sub(start)) }
+        Self {
+            offset: ByteOffset(start),
+            length: ByteLen(end.saturating_sub(start)),
+        }
     }
 
     /// First byte of the extent.

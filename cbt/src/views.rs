@@ -46,9 +46,12 @@ impl ChangedBlocks {
             runs: RawRuns::new(self.words()),
             shift: self.granularity().shift(),
             virtual_size: self.virtual_size().get(),
-            config,
-            lookahead: None,
-            pending: None,
+            align_mask: u64::from(config.alignment) - 1,
+            max_request: config.max_request,
+            merge_gap: config.merge_gap,
+            building: None,
+            cursor: 0,
+            end: 0,
         }
     }
 }
@@ -99,11 +102,10 @@ impl Iterator for VhdBlocks<'_> {
             self.current_word = u64::try_from(self.next_word).unwrap_or(u64::MAX);
             self.next_word = self.next_word.saturating_add(1);
         }
-        let lead = self.current.leading_zeros();
-        let block_in_word = lead / bits_per_block;
-        let next_block_bit = (block_in_word + 1) * bits_per_block - 1;
+        let block_in_word = self.current.trailing_zeros() / bits_per_block;
+        let next_block_bit = (block_in_word + 1) * bits_per_block;
         // Drop the rest of this block's bits: the block is reported once.
-        self.current &= u64::MAX.checked_shr(next_block_bit).unwrap_or(0);
+        self.current &= u64::MAX.checked_shl(next_block_bit).unwrap_or(0);
         let bit = self.current_word * 64 + u64::from(block_in_word * bits_per_block);
         Some(Self::block(bit, bits_per_block))
     }
@@ -119,7 +121,11 @@ pub struct ReadPlanConfig {
 
 impl ReadPlanConfig {
     /// Requests of up to 2 MiB aligned to 512 bytes, as xapi-nbd needs (§1 of the NBD spec notes).
-    pub const XAPI: Self = Self { max_request: 2 * 1024 * 1024, alignment: 512, merge_gap: 0 };
+    pub const XAPI: Self = Self {
+        max_request: 2 * 1024 * 1024,
+        alignment: 512,
+        merge_gap: 0,
+    };
 
     /// Requests of at most `max_request` bytes starting on multiples of `alignment` (the server's
     /// minimum block size).
@@ -132,9 +138,16 @@ impl ReadPlanConfig {
             return Err(Error::InvalidAlignment { alignment });
         }
         if max_request == 0 || !max_request.is_multiple_of(alignment) {
-            return Err(Error::InvalidMaxRequest { max_request, alignment });
+            return Err(Error::InvalidMaxRequest {
+                max_request,
+                alignment,
+            });
         }
-        Ok(Self { max_request, alignment, merge_gap: 0 })
+        Ok(Self {
+            max_request,
+            alignment,
+            merge_gap: 0,
+        })
     }
 
     /// Also joins runs separated by at most `gap` unchanged bytes, trading extra bytes read for
@@ -194,20 +207,25 @@ pub struct ReadRequests<'a> {
     runs: RawRuns<'a>,
     shift: u32,
     virtual_size: u64,
-    config: ReadPlanConfig,
-    /// An aligned run read ahead while merging, not yet merged.
-    lookahead: Option<(u64, u64)>,
-    /// The merged range being split: `[cursor, end)`.
-    pending: Option<(u64, u64)>,
+    /// `alignment - 1`.
+    align_mask: u64,
+    max_request: u32,
+    merge_gap: u64,
+    /// The merged range still growing: later runs may join it.
+    building: Option<(u64, u64)>,
+    /// The finished range being split: `[cursor, end)`.
+    cursor: u64,
+    end: u64,
 }
 
 impl ReadRequests<'_> {
+    #[inline]
     fn next_aligned(&mut self) -> Option<(u64, u64)> {
         let (start, end) = self.runs.next()?;
-        let mask = u64::from(self.config.alignment) - 1;
-        let start = (start << self.shift) & !mask;
+        // Bits and granularities are capped at 2^31 and sizes at 2^48: no shift or add overflows.
+        let start = (start << self.shift) & !self.align_mask;
         let end = (end << self.shift).min(self.virtual_size);
-        let end = end.checked_add(mask).map_or(end, |up| up & !mask).min(self.virtual_size);
+        let end = ((end + self.align_mask) & !self.align_mask).min(self.virtual_size);
         Some((start, end))
     }
 }
@@ -216,29 +234,34 @@ impl Iterator for ReadRequests<'_> {
     type Item = ReadRequest;
 
     fn next(&mut self) -> Option<ReadRequest> {
-        loop {
-            if let Some((cursor, end)) = self.pending
-                && cursor < end
-            {
-                let length = (end - cursor).min(u64::from(self.config.max_request));
-                self.pending = Some((cursor + length, end));
-                // length <= max_request, a u32.
-                let length = u32::try_from(length).unwrap_or(self.config.max_request);
-                return Some(ReadRequest { offset: ByteOffset::new(cursor), length });
-            }
-            let (start, mut end) = match self.lookahead.take() {
-                Some(run) => run,
-                None => self.next_aligned()?,
-            };
-            while let Some((next_start, next_end)) = self.next_aligned() {
-                if next_start <= end.saturating_add(self.config.merge_gap) {
-                    end = end.max(next_end);
-                } else {
-                    self.lookahead = Some((next_start, next_end));
-                    break;
+        while self.cursor >= self.end {
+            match (self.next_aligned(), self.building) {
+                (Some((start, end)), Some((built_start, built_end)))
+                    if start <= built_end.saturating_add(self.merge_gap) =>
+                {
+                    self.building = Some((built_start, built_end.max(end)));
+                }
+                (Some(run), finished) => {
+                    self.building = Some(run);
+                    if let Some((start, end)) = finished {
+                        (self.cursor, self.end) = (start, end);
+                    }
+                }
+                (None, finished) => {
+                    (self.cursor, self.end) = finished?;
+                    self.building = None;
                 }
             }
-            self.pending = Some((start, end));
         }
+        let offset = self.cursor;
+        // The length is at most max_request, a u32.
+        let length = u32::try_from(self.end - offset).map_or(self.max_request, |remaining| {
+            remaining.min(self.max_request)
+        });
+        self.cursor = offset + u64::from(length);
+        Some(ReadRequest {
+            offset: ByteOffset::new(offset),
+            length,
+        })
     }
 }

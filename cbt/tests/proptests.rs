@@ -57,7 +57,9 @@ fn model_extents(map: &ChangedBlocks) -> Vec<(u64, u64)> {
 }
 
 fn pairs(map: &ChangedBlocks) -> Vec<(u64, u64)> {
-    map.byte_extents().map(|extent| (extent.offset().get(), extent.end().get())).collect()
+    map.byte_extents()
+        .map(|extent| (extent.offset().get(), extent.end().get()))
+        .collect()
 }
 
 proptest! {

@@ -42,7 +42,8 @@ fn golden_vector_from_the_spec() {
 fn xenapi_worked_example_encodes_from_writes() {
     let mut map = ChangedBlocks::new_xapi(ByteLen::new(4 * MIB)).unwrap();
     for block in [0, 9, 33] {
-        map.mark_changed(ByteExtent::at(block * KIB64 + 100, 1).unwrap()).unwrap();
+        map.mark_changed(ByteExtent::at(block * KIB64 + 100, 1).unwrap())
+            .unwrap();
     }
     assert_eq!(map.to_base64(), "gEAAAEAAAAA=");
     assert_eq!(map.changed_bytes(), ByteLen::new(3 * KIB64));
@@ -51,8 +52,9 @@ fn xenapi_worked_example_encodes_from_writes() {
 /// The XenServer guide's "01100000" means blocks 1 and 2 changed: MSB-first, byte 0x60.
 #[test]
 fn bit_order_is_msb_first() {
-    let map = ChangedBlocks::from_bitmap_bytes(&[0x60], ByteLen::new(8 * KIB64), Granularity::XAPI_CBT)
-        .unwrap();
+    let map =
+        ChangedBlocks::from_bitmap_bytes(&[0x60], ByteLen::new(8 * KIB64), Granularity::XAPI_CBT)
+            .unwrap();
     assert_eq!(changed(&map), [1, 2]);
     let runs: Vec<_> = map.byte_extents().collect();
     assert_eq!(runs, [ByteExtent::at(KIB64, 2 * KIB64).unwrap()]);
@@ -74,9 +76,12 @@ fn qemu_dirty_bitmap_golden_vector() {
         (KIB64, 1),
         (size - 200 * MIB - KIB64, 0),
     ];
-    let mut builder =
-        BlockStatusBuilder::new(ByteLen::new(size), Granularity::XAPI_CBT, StatusRule::DirtyBitmap)
-            .unwrap();
+    let mut builder = BlockStatusBuilder::new(
+        ByteLen::new(size),
+        Granularity::XAPI_CBT,
+        StatusRule::DirtyBitmap,
+    )
+    .unwrap();
     for (length, flags) in descriptors {
         assert!(!builder.is_complete());
         builder.push_descriptor(length, flags).unwrap();
@@ -86,8 +91,12 @@ fn qemu_dirty_bitmap_golden_vector() {
     assert_eq!(changed(&map), [16, 160, 161, 3200]);
     let bytes = map.to_bitmap_bytes();
     assert_eq!(bytes.len(), 512);
-    let nonzero: Vec<(usize, u8)> =
-        bytes.iter().copied().enumerate().filter(|(_, byte)| *byte != 0).collect();
+    let nonzero: Vec<(usize, u8)> = bytes
+        .iter()
+        .copied()
+        .enumerate()
+        .filter(|(_, byte)| *byte != 0)
+        .collect();
     assert_eq!(nonzero, [(2, 0x80), (20, 0xC0), (400, 0x80)]);
     let blocks: Vec<u32> = map.vhd_blocks().unwrap().map(VhdBlockIndex::get).collect();
     assert_eq!(blocks, [0, 5, 100]);
@@ -97,9 +106,12 @@ fn qemu_dirty_bitmap_golden_vector() {
 /// (nbd-cbt.md §2.18); the builder rounds outward the same way.
 #[test]
 fn block_status_rounds_outward_and_clips_the_last_extent() {
-    let mut builder =
-        BlockStatusBuilder::new(ByteLen::new(MIB), Granularity::XAPI_CBT, StatusRule::DirtyBitmap)
-            .unwrap();
+    let mut builder = BlockStatusBuilder::new(
+        ByteLen::new(MIB),
+        Granularity::XAPI_CBT,
+        StatusRule::DirtyBitmap,
+    )
+    .unwrap();
     builder.push_descriptor(512, 1).unwrap();
     builder.push_descriptor(KIB64 - 512, 0).unwrap();
     builder.push_descriptor(100 * 1024, 1).unwrap();
@@ -113,9 +125,12 @@ fn block_status_rounds_outward_and_clips_the_last_extent() {
 /// `base:allocation`: flags 3 (hole + zero) and 2 (zero) are unchanged; 0 and 1 hold data.
 #[test]
 fn allocation_rule_marks_everything_not_reading_as_zero() {
-    let mut builder =
-        BlockStatusBuilder::new(ByteLen::new(4 * KIB64), Granularity::XAPI_CBT, StatusRule::Allocation)
-            .unwrap();
+    let mut builder = BlockStatusBuilder::new(
+        ByteLen::new(4 * KIB64),
+        Granularity::XAPI_CBT,
+        StatusRule::Allocation,
+    )
+    .unwrap();
     for flags in [0, 3, 1, 2] {
         builder.push_descriptor(KIB64, flags).unwrap();
     }
@@ -124,14 +139,23 @@ fn allocation_rule_marks_everything_not_reading_as_zero() {
 
 #[test]
 fn block_status_errors() {
-    let mut builder =
-        BlockStatusBuilder::new(ByteLen::new(MIB), Granularity::XAPI_CBT, StatusRule::DirtyBitmap)
-            .unwrap();
-    assert!(matches!(builder.push_descriptor(0, 1), Err(Error::EmptyDescriptor { offset: 0 })));
+    let mut builder = BlockStatusBuilder::new(
+        ByteLen::new(MIB),
+        Granularity::XAPI_CBT,
+        StatusRule::DirtyBitmap,
+    )
+    .unwrap();
+    assert!(matches!(
+        builder.push_descriptor(0, 1),
+        Err(Error::EmptyDescriptor { offset: 0 })
+    ));
     builder.push_descriptor(KIB64, 1).unwrap();
     assert!(matches!(
         builder.finish(),
-        Err(Error::IncompleteCoverage { covered: KIB64, expected: MIB })
+        Err(Error::IncompleteCoverage {
+            covered: KIB64,
+            expected: MIB
+        })
     ));
 }
 
@@ -143,12 +167,21 @@ fn short_bitmap_is_rejected_strictly_and_marked_changed_tolerantly() {
     let err = ChangedBlocks::from_bitmap_bytes(&short, size, Granularity::XAPI_CBT).unwrap_err();
     assert!(matches!(
         err,
-        Error::BitmapTooShort { found_bits: 163_832, expected_bits: 163_840 }
+        Error::BitmapTooShort {
+            found_bits: 163_832,
+            expected_bits: 163_840
+        }
     ));
     let tolerated =
         ChangedBlocks::from_bitmap_bytes_tolerant(&short, size, Granularity::XAPI_CBT).unwrap();
-    assert_eq!(tolerated.missing_tail, Some(ByteExtent::at(163_832 * KIB64, 8 * KIB64).unwrap()));
-    assert_eq!(changed(&tolerated.blocks), (163_832..163_840).collect::<Vec<_>>());
+    assert_eq!(
+        tolerated.missing_tail,
+        Some(ByteExtent::at(163_832 * KIB64, 8 * KIB64).unwrap())
+    );
+    assert_eq!(
+        changed(&tolerated.blocks),
+        (163_832..163_840).collect::<Vec<_>>()
+    );
     assert_eq!(tolerated.ignored_surplus_bits, 0);
 }
 
@@ -159,7 +192,13 @@ fn bits_past_the_end_are_rejected_strictly_and_ignored_tolerantly() {
     let mut bytes = vec![0u8; 13];
     bytes[12] = 0b1000_0100; // bit 96 (inside) and bit 101 (outside)
     let err = ChangedBlocks::from_bitmap_bytes(&bytes, size, Granularity::XAPI_CBT).unwrap_err();
-    assert!(matches!(err, Error::BitsBeyondEnd { first_bit: 101, bit_count: 100 }));
+    assert!(matches!(
+        err,
+        Error::BitsBeyondEnd {
+            first_bit: 101,
+            bit_count: 100
+        }
+    ));
     // Surplus whole bytes too: byte 14 is bits 112..=119.
     let mut longer = vec![0u8; 15];
     longer[14] = 0x01;
@@ -179,22 +218,37 @@ fn bits_past_the_end_are_rejected_strictly_and_ignored_tolerantly() {
 #[test]
 fn invalid_base64_is_a_typed_error() {
     let size = ByteLen::new(4 * MIB);
-    for text in ["gEAAAEAAAAA", "gEAAAEAA AAA=", "gEAAAEAAAAB=", "gEAA*EAAAAA=", "gEAAAEAAAAA=\n"] {
+    for text in [
+        "gEAAAEAAAAA",
+        "gEAAAEAA AAA=",
+        "gEAAAEAAAAB=",
+        "gEAA*EAAAAA=",
+        "gEAAAEAAAAA=\n",
+    ] {
         let err = ChangedBlocks::from_xapi_base64(text, size).unwrap_err();
-        assert!(matches!(err, Error::InvalidBase64(_)), "{text:?} gave {err:?}");
+        assert!(
+            matches!(err, Error::InvalidBase64(_)),
+            "{text:?} gave {err:?}"
+        );
     }
     // Empty text is an empty bitmap: fine for an empty disk, too short otherwise.
     assert!(ChangedBlocks::from_xapi_base64("", ByteLen::new(0)).is_ok());
     assert!(matches!(
         ChangedBlocks::from_xapi_base64("", size),
-        Err(Error::BitmapTooShort { found_bits: 0, expected_bits: 64 })
+        Err(Error::BitmapTooShort {
+            found_bits: 0,
+            expected_bits: 64
+        })
     ));
 }
 
 #[test]
 fn granularity_and_size_limits() {
     for bad in [0, 1, 256, 3 * 65536, 1 << 32] {
-        assert!(matches!(Granularity::new(bad), Err(Error::InvalidGranularity { .. })));
+        assert!(matches!(
+            Granularity::new(bad),
+            Err(Error::InvalidGranularity { .. })
+        ));
     }
     assert_eq!(Granularity::new(65536).unwrap(), Granularity::XAPI_CBT);
     assert!(matches!(
@@ -206,10 +260,14 @@ fn granularity_and_size_limits() {
         Err(Error::TooManyBlocks { .. })
     ));
     // A 4 MiB granularity does not divide the 2 MiB VHD block.
-    let coarse = ChangedBlocks::new(ByteLen::new(16 * MIB), Granularity::new(4 * MIB).unwrap()).unwrap();
+    let coarse =
+        ChangedBlocks::new(ByteLen::new(16 * MIB), Granularity::new(4 * MIB).unwrap()).unwrap();
     assert!(matches!(
         coarse.vhd_blocks(),
-        Err(Error::GranularityDoesNotDivideBlock { granularity: 0x40_0000, block_size: 0x20_0000 })
+        Err(Error::GranularityDoesNotDivideBlock {
+            granularity: 0x40_0000,
+            block_size: 0x20_0000
+        })
     ));
 }
 
@@ -224,21 +282,33 @@ fn set_operations_and_their_errors() {
     assert_eq!(changed(&a.union(&b).unwrap()), [0, 9, 10, 33, 63]);
     assert_eq!(changed(&a.intersection(&b).unwrap()), [9]);
     assert_eq!(changed(&a.difference(&b).unwrap()), [0, 33]);
-    assert!(matches!(b.mark_block(CbtBlockIndex::new(64)), Err(Error::BitsBeyondEnd { .. })));
+    assert!(matches!(
+        b.mark_block(CbtBlockIndex::new(64)),
+        Err(Error::BitsBeyondEnd { .. })
+    ));
 
     let mut bigger = ChangedBlocks::new_xapi(ByteLen::new(6 * MIB)).unwrap();
     assert!(matches!(
         a.union(&bigger),
-        Err(Error::SizeMismatch { left: 0x40_0000, right: 0x60_0000 })
+        Err(Error::SizeMismatch {
+            left: 0x40_0000,
+            right: 0x60_0000
+        })
     ));
     let finer = ChangedBlocks::new(size, Granularity::new(4096).unwrap()).unwrap();
-    assert!(matches!(a.union(&finer), Err(Error::GranularityMismatch { .. })));
+    assert!(matches!(
+        a.union(&finer),
+        Err(Error::GranularityMismatch { .. })
+    ));
     // After a disk resize, older logs are zero-extended before merging.
     let mut older = a.clone();
     older.extend_to(ByteLen::new(6 * MIB)).unwrap();
     bigger.union_with(&older).unwrap();
     assert_eq!(changed(&bigger), [0, 9, 33]);
-    assert!(matches!(older.extend_to(size), Err(Error::CannotShrink { .. })));
+    assert!(matches!(
+        older.extend_to(size),
+        Err(Error::CannotShrink { .. })
+    ));
 }
 
 /// A disk of 100 000 bytes at 64 KiB has two blocks; the second covers only 34 464 bytes.
@@ -247,31 +317,50 @@ fn changed_bytes_clip_the_last_block() {
     let mut map = ChangedBlocks::new_xapi(ByteLen::new(100_000)).unwrap();
     map.mark_all();
     assert_eq!(map.changed_bytes(), ByteLen::new(100_000));
-    assert_eq!(map.block_extent(CbtBlockIndex::new(1)), Some(ByteExtent::at(KIB64, 34_464).unwrap()));
+    assert_eq!(
+        map.block_extent(CbtBlockIndex::new(1)),
+        Some(ByteExtent::at(KIB64, 34_464).unwrap())
+    );
     assert!(matches!(
         map.mark_changed(ByteExtent::at(99_999, 2).unwrap()),
-        Err(Error::ExtentOutOfRange { end: 100_001, virtual_size: 100_000 })
+        Err(Error::ExtentOutOfRange {
+            end: 100_001,
+            virtual_size: 100_000
+        })
     ));
-    assert!(matches!(ByteExtent::at(u64::MAX, 1), Err(Error::ExtentOverflow { .. })));
+    assert!(matches!(
+        ByteExtent::at(u64::MAX, 1),
+        Err(Error::ExtentOverflow { .. })
+    ));
 }
 
 fn plan(map: &ChangedBlocks, config: ReadPlanConfig) -> Vec<(u64, u32)> {
-    map.read_requests(config).map(|ReadRequest { offset, length }| (offset.get(), length)).collect()
+    map.read_requests(config)
+        .map(|ReadRequest { offset, length }| (offset.get(), length))
+        .collect()
 }
 
 #[test]
 fn read_plan_splits_at_the_maximum() {
     // Blocks 0..=40 changed (2 624 KiB) then block 63: 2 MiB requests split the first run.
     let mut map = ChangedBlocks::new_xapi(ByteLen::new(4 * MIB)).unwrap();
-    map.mark_changed(ByteExtent::at(0, 41 * KIB64).unwrap()).unwrap();
+    map.mark_changed(ByteExtent::at(0, 41 * KIB64).unwrap())
+        .unwrap();
     map.mark_block(CbtBlockIndex::new(63)).unwrap();
     assert_eq!(
         plan(&map, ReadPlanConfig::XAPI),
-        [(0, 2 * 1024 * 1024), (2 * MIB, 9 * 65536), (63 * KIB64, 65536)]
+        [
+            (0, 2 * 1024 * 1024),
+            (2 * MIB, 9 * 65536),
+            (63 * KIB64, 65536)
+        ]
     );
     // Joining the 22-block gap costs 1.4 MiB of extra reading but saves a request.
     let merged = ReadPlanConfig::XAPI.with_merge_gap(ByteLen::new(22 * KIB64));
-    assert_eq!(plan(&map, merged), [(0, 2 * 1024 * 1024), (2 * MIB, 2 * 1024 * 1024)]);
+    assert_eq!(
+        plan(&map, merged),
+        [(0, 2 * 1024 * 1024), (2 * MIB, 2 * 1024 * 1024)]
+    );
 }
 
 #[test]
@@ -284,21 +373,41 @@ fn read_plan_aligns_fine_bitmaps_to_the_server_block() {
     for block in [1, 9, 19] {
         map.mark_block(CbtBlockIndex::new(block)).unwrap();
     }
-    assert_eq!(plan(&map, ReadPlanConfig::new(65536, 4096).unwrap()), [(0, 10240)]);
-    assert_eq!(plan(&map, ReadPlanConfig::new(8192, 4096).unwrap()), [(0, 8192), (8192, 2048)]);
-    assert!(matches!(ReadPlanConfig::new(4096, 3000), Err(Error::InvalidAlignment { alignment: 3000 })));
-    assert!(matches!(ReadPlanConfig::new(6000, 4096), Err(Error::InvalidMaxRequest { .. })));
-    assert!(matches!(ReadPlanConfig::new(0, 512), Err(Error::InvalidMaxRequest { .. })));
+    assert_eq!(
+        plan(&map, ReadPlanConfig::new(65536, 4096).unwrap()),
+        [(0, 10240)]
+    );
+    assert_eq!(
+        plan(&map, ReadPlanConfig::new(8192, 4096).unwrap()),
+        [(0, 8192), (8192, 2048)]
+    );
+    assert!(matches!(
+        ReadPlanConfig::new(4096, 3000),
+        Err(Error::InvalidAlignment { alignment: 3000 })
+    ));
+    assert!(matches!(
+        ReadPlanConfig::new(6000, 4096),
+        Err(Error::InvalidMaxRequest { .. })
+    ));
+    assert!(matches!(
+        ReadPlanConfig::new(0, 512),
+        Err(Error::InvalidMaxRequest { .. })
+    ));
 }
 
 #[test]
 fn runs_cross_word_boundaries() {
     // Bits 60..=130 span three words; bits 192..=255 fill the fourth word exactly.
-    let mut map = ChangedBlocks::new(ByteLen::new(300 * 512), Granularity::new(512).unwrap()).unwrap();
-    map.mark_changed(ByteExtent::at(60 * 512, 71 * 512).unwrap()).unwrap();
-    map.mark_changed(ByteExtent::at(192 * 512, 64 * 512).unwrap()).unwrap();
-    let runs: Vec<_> =
-        map.block_runs().map(|run| (run.start.get(), run.end.get())).collect();
+    let mut map =
+        ChangedBlocks::new(ByteLen::new(300 * 512), Granularity::new(512).unwrap()).unwrap();
+    map.mark_changed(ByteExtent::at(60 * 512, 71 * 512).unwrap())
+        .unwrap();
+    map.mark_changed(ByteExtent::at(192 * 512, 64 * 512).unwrap())
+        .unwrap();
+    let runs: Vec<_> = map
+        .block_runs()
+        .map(|run| (run.start.get(), run.end.get()))
+        .collect();
     assert_eq!(runs, [(60, 131), (192, 256)]);
     assert_eq!(map.changed_block_count(), 71 + 64);
     assert!(format!("{map:?}").contains("changed_blocks: 135"));

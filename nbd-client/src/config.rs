@@ -70,7 +70,10 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Auto profile, plaintext, one connection, 16 requests of ≤ 2 MiB in flight.
+    /// Auto profile, plaintext, one connection, 16 requests of ≤ 512 KiB in flight.
+    ///
+    /// 512 KiB × 16 was the fastest shape measured on loopback against both qemu-nbd (which
+    /// slows down with many 2 MiB requests in flight) and nbdkit; xapi keeps 2 MiB requests.
     pub fn new(address: Address, export_name: impl Into<String>) -> Self {
         Self {
             address,
@@ -82,7 +85,7 @@ impl ClientConfig {
             meta_contexts: Vec::new(),
             connections: 1,
             in_flight_per_connection: 16,
-            max_request_len: 2 * 1024 * 1024,
+            max_request_len: 512 * 1024,
             connect_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(60),
@@ -106,6 +109,7 @@ impl ClientConfig {
             extended_headers: false,
             connections: 4,
             in_flight_per_connection: 1,
+            max_request_len: 2 * 1024 * 1024,
             retry: RetryPolicy {
                 initial_backoff: Duration::from_secs(1),
                 ..RetryPolicy::default()

@@ -26,7 +26,7 @@ use crate::units::{ByteRange, Cookie, to_u64, to_usize};
 pub const MAX_WALK_EXTENTS: usize = 1 << 22;
 
 /// Socket read buffer: large enough for headers and small payloads; big READ payloads bypass it.
-const READ_BUFFER: usize = 64 * 1024;
+const READ_BUFFER: usize = 16 * 1024;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -131,7 +131,10 @@ async fn drive_handshake(
                     .write_all(&bytes)
                     .await
                     .map_err(Error::io("sending an option"))?;
-                stream.flush().await.map_err(Error::io("sending an option"))?;
+                stream
+                    .flush()
+                    .await
+                    .map_err(Error::io("sending an option"))?;
             }
             Step::Receive(len) => {
                 buffer.resize(len, 0);
@@ -165,12 +168,15 @@ async fn handshake_with_timeout(
     config: &ClientConfig,
     goal: Goal,
 ) -> Result<(BoxStream, Outcome), Error> {
-    tokio::time::timeout(config.handshake_timeout, drive_handshake(stream, config, goal))
-        .await
-        .map_err(|_| Error::Timeout {
-            what: "handshake",
-            after: config.handshake_timeout,
-        })?
+    tokio::time::timeout(
+        config.handshake_timeout,
+        drive_handshake(stream, config, goal),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        what: "handshake",
+        after: config.handshake_timeout,
+    })?
 }
 
 /// Lists the server's exports (`NBD_OPT_LIST`).
@@ -230,7 +236,12 @@ impl Connection {
                 });
             };
             let info = ExportInfo::new(negotiated, config);
-            debug!(size = info.size, mode = info.mode.name(), tls = info.tls, "negotiated");
+            debug!(
+                size = info.size,
+                mode = info.mode.name(),
+                tls = info.tls,
+                "negotiated"
+            );
             Ok(Self::start(id, stream, info, config))
         }
         .instrument(span)
@@ -354,7 +365,13 @@ impl Connection {
             let buffer = BytesMut::with_capacity(total);
             let completed = self
                 .shared
-                .submit(CommandType::READ, CommandFlags::EMPTY, range, None, Some(buffer))
+                .submit(
+                    CommandType::READ,
+                    CommandFlags::EMPTY,
+                    range,
+                    None,
+                    Some(buffer),
+                )
                 .await?;
             return into_read(completed).map(BytesMut::freeze);
         }
@@ -405,7 +422,13 @@ impl Connection {
     pub async fn flush(&self) -> Result<(), Error> {
         self.require(TransmissionFlags::SEND_FLUSH, "FLUSH")?;
         self.shared
-            .submit(CommandType::FLUSH, CommandFlags::EMPTY, ByteRange::default(), None, None)
+            .submit(
+                CommandType::FLUSH,
+                CommandFlags::EMPTY,
+                ByteRange::default(),
+                None,
+                None,
+            )
             .await
             .map(drop)
     }
@@ -414,7 +437,8 @@ impl Connection {
     pub async fn trim(&self, range: ByteRange) -> Result<(), Error> {
         self.require_writable()?;
         self.require(TransmissionFlags::SEND_TRIM, "TRIM")?;
-        self.effect_command(CommandType::TRIM, CommandFlags::EMPTY, range).await
+        self.effect_command(CommandType::TRIM, CommandFlags::EMPTY, range)
+            .await
     }
 
     /// Writes zeros over `range` (`NBD_CMD_WRITE_ZEROES`); `no_hole` asks the server to allocate.
@@ -426,7 +450,8 @@ impl Connection {
         } else {
             CommandFlags::EMPTY
         };
-        self.effect_command(CommandType::WRITE_ZEROES, flags, range).await
+        self.effect_command(CommandType::WRITE_ZEROES, flags, range)
+            .await
     }
 
     async fn effect_command(
@@ -457,7 +482,13 @@ impl Connection {
         let capped = ByteRange::new(range.offset(), range.length().min(info.max_effect_len()))?;
         match self
             .shared
-            .submit(CommandType::BLOCK_STATUS, CommandFlags::EMPTY, capped, None, None)
+            .submit(
+                CommandType::BLOCK_STATUS,
+                CommandFlags::EMPTY,
+                capped,
+                None,
+                None,
+            )
             .await?
         {
             Completed::BlockStatus(chunks) => Ok(chunks),
@@ -471,10 +502,18 @@ impl Connection {
     /// Walks `range` with as many BLOCK_STATUS requests as needed and returns the extents of
     /// `context` (e.g. `base:allocation` or `qemu:dirty-bitmap:bm0`), clipped to `range`, with
     /// adjacent extents of equal flags merged.
-    pub async fn extents(&self, context: &str, range: ByteRange) -> Result<Vec<MappedExtent>, Error> {
-        let id = self.shared.info.context_id(context).ok_or(Error::Unsupported {
-            what: "the requested metadata context (not selected or not offered)",
-        })?;
+    pub async fn extents(
+        &self,
+        context: &str,
+        range: ByteRange,
+    ) -> Result<Vec<MappedExtent>, Error> {
+        let id = self
+            .shared
+            .info
+            .context_id(context)
+            .ok_or(Error::Unsupported {
+                what: "the requested metadata context (not selected or not offered)",
+            })?;
         let mut extents: Vec<MappedExtent> = Vec::new();
         let mut cursor = range.offset();
         while cursor < range.end() {
@@ -496,8 +535,10 @@ impl Connection {
                 let piece = ByteRange::new(cursor, length)?;
                 match extents.last_mut() {
                     Some(last) if last.flags == extent.flags && last.range.end() == cursor => {
-                        last.range =
-                            ByteRange::new(last.range.offset(), last.range.length().saturating_add(length))?;
+                        last.range = ByteRange::new(
+                            last.range.offset(),
+                            last.range.length().saturating_add(length),
+                        )?;
                     }
                     _ => extents.push(MappedExtent {
                         range: piece,
@@ -528,13 +569,14 @@ impl Connection {
         let shared = &self.shared;
         shared.closing.store(true, Ordering::Relaxed);
         let max = u32::try_from(shared.max_in_flight).unwrap_or(u32::MAX);
-        let drained = tokio::time::timeout(shared.request_timeout, shared.permits.acquire_many(max))
-            .await
-            .map_err(|_| Error::Timeout {
-                what: "draining requests before DISC",
-                after: shared.request_timeout,
-            })?
-            .map_err(|_| Error::Closed)?;
+        let drained =
+            tokio::time::timeout(shared.request_timeout, shared.permits.acquire_many(max))
+                .await
+                .map_err(|_| Error::Timeout {
+                    what: "draining requests before DISC",
+                    after: shared.request_timeout,
+                })?
+                .map_err(|_| Error::Closed)?;
         if let Some(cause) = lock(&shared.table).failure.clone() {
             drop(drained);
             return match &*cause {
@@ -554,7 +596,10 @@ impl Connection {
         {
             let mut writer = shared.writer.lock().await;
             if let Some(writer) = writer.as_mut() {
-                writer.write_all(&header).await.map_err(Error::io("sending DISC"))?;
+                writer
+                    .write_all(&header)
+                    .await
+                    .map_err(Error::io("sending DISC"))?;
                 writer.flush().await.map_err(Error::io("sending DISC"))?;
                 // Sends TLS close_notify, then FIN.
                 let _ = writer.shutdown().await;
@@ -684,9 +729,15 @@ impl Shared {
         let send = async {
             let mut writer = self.writer.lock().await;
             let writer = writer.as_mut().ok_or(Error::Closed)?;
-            writer.write_all(&header).await.map_err(Error::io("sending a request"))?;
+            writer
+                .write_all(&header)
+                .await
+                .map_err(Error::io("sending a request"))?;
             if let Some(payload) = &payload {
-                writer.write_all(payload).await.map_err(Error::io("sending a request"))?;
+                writer
+                    .write_all(payload)
+                    .await
+                    .map_err(Error::io("sending a request"))?;
             }
             writer.flush().await.map_err(Error::io("sending a request"))
         };
@@ -710,7 +761,10 @@ impl Shared {
         match tokio::time::timeout(timeout, receiver).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::ConnectionLost {
-                cause: lock(&self.table).failure.clone().unwrap_or_else(|| Arc::new(Error::Closed)),
+                cause: lock(&self.table)
+                    .failure
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(Error::Closed)),
             }),
             Err(_) => {
                 // A stalled server: close the connection so the pool can retry elsewhere.

@@ -95,7 +95,9 @@ pub enum Error {
         cookie: Cookie,
     },
     /// A reply chunk does not fit the request it answers (wrong type, range outside the request, overlap).
-    #[error("reply chunk {chunk} for cookie {cookie} does not match its {command} request: {reason}")]
+    #[error(
+        "reply chunk {chunk} for cookie {cookie} does not match its {command} request: {reason}"
+    )]
     ChunkMismatch {
         /// Cookie of the request.
         cookie: Cookie,

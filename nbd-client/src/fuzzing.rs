@@ -45,7 +45,11 @@ pub fn reply_stream(server_bytes: &[u8]) -> Result<usize, Error> {
     };
     let mut tracker = ReplyTracker::new(mode, vec![ContextId(0), ContextId(2)]);
     tracker.register(Cookie(1), CommandType::READ, ByteRange::new(4096, 65536)?)?;
-    tracker.register(Cookie(2), CommandType::BLOCK_STATUS, ByteRange::new(0, 1 << 20)?)?;
+    tracker.register(
+        Cookie(2),
+        CommandType::BLOCK_STATUS,
+        ByteRange::new(0, 1 << 20)?,
+    )?;
     tracker.register(Cookie(3), CommandType::WRITE, ByteRange::new(0, 512)?)?;
     let mut input = server_bytes.get(1..).unwrap_or_default();
     let mut take = |len: usize| -> Option<&[u8]> {

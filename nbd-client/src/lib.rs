@@ -56,7 +56,9 @@ mod transport;
 mod units;
 
 pub use config::{ClientConfig, DEFAULT_MAX_PAYLOAD, ExportInfo, RetryPolicy};
-pub use connection::{Connection, MAX_WALK_EXTENTS, MappedExtent, list_exports, list_meta_contexts};
+pub use connection::{
+    Connection, MAX_WALK_EXTENTS, MappedExtent, list_exports, list_meta_contexts,
+};
 pub use error::Error;
 pub use pool::{Pool, StreamOptions};
 pub use proto::{ExportName, Profile};

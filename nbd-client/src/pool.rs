@@ -87,7 +87,10 @@ impl Pool {
         let first = Connection::connect(&config).await?;
         let info = first.info().clone();
         let mut slots = Vec::with_capacity(config.connections);
-        slots.push(Slot::new(Some(Arc::new(first)), config.retry.initial_backoff));
+        slots.push(Slot::new(
+            Some(Arc::new(first)),
+            config.retry.initial_backoff,
+        ));
         for index in 1..config.connections {
             let connection = match Connection::connect(&config).await {
                 Ok(connection) => Some(Arc::new(connection)),
@@ -125,7 +128,9 @@ impl Pool {
     /// Reads `range` (retried on failure).
     pub async fn read(&self, range: ByteRange) -> Result<Bytes, Error> {
         self.inner
-            .with_retry(range, move |connection| async move { connection.read(range).await })
+            .with_retry(range, move |connection| async move {
+                connection.read(range).await
+            })
             .await
     }
 
@@ -154,7 +159,9 @@ impl Pool {
     /// Discards `range`.
     pub async fn trim(&self, range: ByteRange) -> Result<(), Error> {
         self.inner
-            .with_retry(range, move |connection| async move { connection.trim(range).await })
+            .with_retry(range, move |connection| async move {
+                connection.trim(range).await
+            })
             .await
     }
 
@@ -177,7 +184,11 @@ impl Pool {
     }
 
     /// Extents of `context` over `range` (see [`Connection::extents`]).
-    pub async fn extents(&self, context: &str, range: ByteRange) -> Result<Vec<MappedExtent>, Error> {
+    pub async fn extents(
+        &self,
+        context: &str,
+        range: ByteRange,
+    ) -> Result<Vec<MappedExtent>, Error> {
         let context = context.to_owned();
         self.inner
             .with_retry(range, move |connection| {
@@ -201,7 +212,11 @@ impl Pool {
         let config = &self.inner.config;
         let in_flight = options
             .max_in_flight
-            .unwrap_or_else(|| config.connections.saturating_mul(config.in_flight_per_connection))
+            .unwrap_or_else(|| {
+                config
+                    .connections
+                    .saturating_mul(config.in_flight_per_connection)
+            })
             .max(1);
         let piece_len = options
             .max_piece_len
@@ -227,9 +242,10 @@ impl Pool {
         for slot in &self.inner.slots {
             let connection = lock(&slot.current).take();
             if let Some(connection) = connection
-                && let Err(error) = connection.close().await {
-                    first_error.get_or_insert(error);
-                }
+                && let Err(error) = connection.close().await
+            {
+                first_error.get_or_insert(error);
+            }
         }
         first_error.map_or(Ok(()), Err)
     }

@@ -115,12 +115,20 @@ impl MemoryExport {
 
     /// Export size.
     pub fn size(&self) -> u64 {
-        to_u64(self.data.read().unwrap_or_else(PoisonError::into_inner).len())
+        to_u64(
+            self.data
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len(),
+        )
     }
 
     /// A copy of the content.
     pub fn snapshot(&self) -> Vec<u8> {
-        self.data.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.data
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -191,9 +199,23 @@ pub async fn serve<S: ByteStream>(
             .await
             .map_err(Error::io("reading option data"))?;
         let outcome = if xapi {
-            xapi_option(&config, &export, &mut session, header.option, &data, &mut out)?
+            xapi_option(
+                &config,
+                &export,
+                &mut session,
+                header.option,
+                &data,
+                &mut out,
+            )?
         } else {
-            modern_option(&config, &export, &mut session, header.option, &data, &mut out)?
+            modern_option(
+                &config,
+                &export,
+                &mut session,
+                header.option,
+                &data,
+                &mut out,
+            )?
         };
         write(&mut stream, &mut out).await?;
         match outcome {
@@ -363,7 +385,10 @@ fn modern_option(
                 return Ok(OptionOutcome::Continue);
             }
             let wanted = request.queries.is_empty() && option == OptionCode::LIST_META_CONTEXT
-                || request.queries.iter().any(|q| q == BASE_ALLOCATION || q == "base:");
+                || request
+                    .queries
+                    .iter()
+                    .any(|q| q == BASE_ALLOCATION || q == "base:");
             if option == OptionCode::SET_META_CONTEXT {
                 session.allocation_context = None;
             }
@@ -465,7 +490,10 @@ async fn transmission(
             .map_err(Error::io("reading a request"))?;
         let request = Request::decode(header.get(..len).unwrap_or_default())?;
         served = served.saturating_add(1);
-        if config.drop_after_requests.is_some_and(|limit| served > limit) {
+        if config
+            .drop_after_requests
+            .is_some_and(|limit| served > limit)
+        {
             debug!("dropping the connection on purpose");
             return Ok(());
         }

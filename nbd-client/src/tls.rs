@@ -18,7 +18,9 @@ use rustls::client::{WebPkiServerVerifier, verify_server_name};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
-use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
 
 use crate::Error;
 
@@ -51,7 +53,10 @@ impl fmt::Debug for TlsVerification {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Pinned { subject, .. } => write!(f, "Pinned {{ subject: {subject:?} }}"),
-            Self::CaRoots { server_name, roots_pem } => write!(
+            Self::CaRoots {
+                server_name,
+                roots_pem,
+            } => write!(
                 f,
                 "CaRoots {{ server_name: {server_name:?}, custom_roots: {} }}",
                 roots_pem.is_some()
@@ -174,9 +179,7 @@ impl TlsOptions {
                         .map_err(|e| Error::Certificate {
                             reason: format!("cannot build the verifier: {e}"),
                         })?;
-                let config = builder
-                    .with_webpki_verifier(verifier)
-                    .with_no_client_auth();
+                let config = builder.with_webpki_verifier(verifier).with_no_client_auth();
                 (config, server_name(host)?)
             }
             TlsVerification::InsecureNoVerify { server_name: host } => {
@@ -233,7 +236,9 @@ impl ServerCertVerifier for PinnedVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         if end_entity.as_ref() != self.pinned.as_ref() {
-            return Err(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer));
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ));
         }
         // Validity dates are deliberately not checked: the pinned certificate is the one the
         // pool handed out for this host just now, which is the whole trust decision.

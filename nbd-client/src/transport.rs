@@ -71,7 +71,9 @@ pub(crate) async fn connect(address: &Address, timeout: Duration) -> Result<BoxS
                     .await
                     .map_err(Error::io("connecting"))?;
                 // Request headers are tiny; waiting to coalesce them only adds latency.
-                stream.set_nodelay(true).map_err(Error::io("setting TCP_NODELAY"))?;
+                stream
+                    .set_nodelay(true)
+                    .map_err(Error::io("setting TCP_NODELAY"))?;
                 Ok::<BoxStream, Error>(Box::new(stream))
             }
             Address::Unix(path) => {

@@ -117,6 +117,12 @@ impl Bat {
             .map(|(index, entry)| (BlockIndex(index), SectorIndex(u64::from(*entry))))
     }
 
+    /// The allocated blocks as a set (what a stream will carry).
+    #[must_use]
+    pub fn block_set(&self) -> crate::block::BlockSet {
+        self.allocated().map(|(index, _)| index).collect()
+    }
+
     /// Number of allocated blocks.
     #[must_use]
     pub fn allocated_count(&self) -> usize {
@@ -165,6 +171,10 @@ mod tests {
         assert_eq!(
             parsed.allocated().collect::<Vec<_>>(),
             vec![(BlockIndex(1), SectorIndex(44))]
+        );
+        assert_eq!(
+            parsed.block_set().iter().collect::<Vec<_>>(),
+            vec![BlockIndex(1)]
         );
         assert_eq!(Bat::padded_len(129), 1024);
     }

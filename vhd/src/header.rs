@@ -107,6 +107,28 @@ impl ParentLocator {
         }
     }
 
+    /// Encodes `path` as locator data for `code`: `file://./<path>` (or `file://<path>` when
+    /// absolute or already `./`-relative) for `MacX`; UTF-16LE with backslashes, `.\<path>` when
+    /// relative, for the Windows codes; the raw UTF-8 bytes for `Mac `.
+    #[must_use]
+    pub fn encode_path(code: PlatformCode, path: &str) -> Vec<u8> {
+        let relative = !path.starts_with('/') && !path.starts_with("./");
+        match code {
+            PlatformCode::MacX if relative => format!("file://./{path}").into_bytes(),
+            PlatformCode::MacX => format!("file://{path}").into_bytes(),
+            PlatformCode::W2ru | PlatformCode::W2ku | PlatformCode::Wi2r | PlatformCode::Wi2k => {
+                let windows = path.trim_start_matches("./").replace('/', "\\");
+                let windows = if path.starts_with('/') {
+                    windows
+                } else {
+                    format!(".\\{windows}")
+                };
+                windows.encode_utf16().flat_map(u16::to_le_bytes).collect()
+            }
+            PlatformCode::Mac => path.as_bytes().to_vec(),
+        }
+    }
+
     /// Decodes locator data read from the file into a path: UTF-8 for `MacX` (with a
     /// `file://` prefix removed), UTF-16LE for the Windows codes; `None` for `Mac ` aliases or
     /// undecodable data.
@@ -123,7 +145,8 @@ impl ParentLocator {
                     .map(|pair| <[u8; 2]>::try_from(pair).map_or(0, u16::from_le_bytes))
                     .take_while(|unit| *unit != 0)
                     .collect();
-                String::from_utf16(&units).ok()
+                let path = String::from_utf16(&units).ok()?.replace('\\', "/");
+                Some(path.strip_prefix("./").map(str::to_owned).unwrap_or(path))
             }
             PlatformCode::Mac => None,
         }
@@ -443,5 +466,25 @@ mod tests {
             "a.v"
         );
         assert_eq!(w2ku.data_space_bytes(), 1024);
+
+        // Encoding and decoding are inverse for relative paths, for every text code.
+        for code in [PlatformCode::MacX, PlatformCode::W2ku, PlatformCode::W2ru] {
+            let locator = ParentLocator {
+                platform_code: code,
+                ..macx
+            };
+            let data = ParentLocator::encode_path(code, "dir/parent.vhd");
+            let decoded = locator.decode_path(&data).unwrap();
+            assert_eq!(
+                decoded.trim_start_matches("./"),
+                "dir/parent.vhd",
+                "{code:?}"
+            );
+        }
+        // W2ku data is ".\dir\parent.vhd" in UTF-16LE.
+        assert_eq!(
+            &ParentLocator::encode_path(PlatformCode::W2ku, "dir/p")[..6],
+            &[b'.', 0, b'\\', 0, b'd', 0]
+        );
     }
 }

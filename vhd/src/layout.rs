@@ -52,6 +52,9 @@ pub enum LocatorStyle {
     /// One `MacX` entry whose data `file://./<path>` is written right after the header, before
     /// the BAT (spec §7.4).
     MacXWithData,
+    /// Like blktap: `MacX` (`file://./<path>`), `W2ku` and `W2ru` (`.\<path>` in UTF-16LE), so
+    /// Windows tools find the parent too; all data written before the BAT.
+    MacXAndWindows,
 }
 
 /// How the parent unicode name is encoded.
@@ -118,8 +121,8 @@ impl LayoutProfile {
 pub(crate) struct Metadata {
     pub(crate) footer: Footer,
     pub(crate) header: DynamicHeader,
-    /// Locator data and its offset (written between the header and the BAT), if any.
-    pub(crate) locator_data: Option<(ByteOffset, Vec<u8>)>,
+    /// Locator data and offsets (written between the header and the BAT).
+    pub(crate) locator_data: Vec<(ByteOffset, Vec<u8>)>,
     /// Offset of the first block's bitmap: right after the padded BAT.
     pub(crate) first_block_offset: u64,
 }
@@ -139,59 +142,54 @@ impl Metadata {
             })?;
         let min_table_offset = profile.min_table_offset.max(1536).next_multiple_of(512);
         let mut parent_locators = [None; LOCATOR_COUNT];
-        let mut locator_data = None;
+        let mut locator_data = Vec::new();
         let mut table_offset = min_table_offset;
         let (parent_unique_id, parent_timestamp, parent_unicode_name) = match kind {
             DiskKind::Dynamic => (Uuid::nil(), VhdTimestamp(0), String::new()),
             DiskKind::Differencing(parent) => {
-                let (locator, data) = match profile.locator {
+                let too_long = |_| Error::InvalidParentName {
+                    reason: "path too long",
+                };
+                let entries: Vec<(PlatformCode, Vec<u8>)> = match profile.locator {
                     LocatorStyle::XapiPlaceholder => {
+                        // One sector reserved at 1536, its data never written.
                         let url_len = u64_from_usize("file://".len() + parent.path.len());
-                        (
-                            ParentLocator {
-                                platform_code: PlatformCode::MacX,
-                                data_space: 1,
-                                data_length: u32::try_from(url_len).map_err(|_| {
-                                    Error::InvalidParentName {
-                                        reason: "path too long",
-                                    }
-                                })?,
-                                data_offset: ByteOffset(1536),
-                            },
-                            None,
-                        )
+                        parent_locators[0] = Some(ParentLocator {
+                            platform_code: PlatformCode::MacX,
+                            data_space: 1,
+                            data_length: u32::try_from(url_len).map_err(too_long)?,
+                            data_offset: ByteOffset(1536),
+                        });
+                        Vec::new()
                     }
                     LocatorStyle::MacXWithData => {
-                        let url = if parent.path.starts_with('/') || parent.path.starts_with("./") {
-                            format!("file://{}", parent.path)
-                        } else {
-                            format!("file://./{}", parent.path)
-                        };
-                        let len = u64_from_usize(url.len());
-                        let sectors = len.div_ceil(512).max(1);
-                        let data_start = min_table_offset.min(1536);
-                        table_offset = (data_start + sectors * 512).max(min_table_offset);
-                        (
-                            ParentLocator {
-                                platform_code: PlatformCode::MacX,
-                                data_space: u32::try_from(sectors).map_err(|_| {
-                                    Error::InvalidParentName {
-                                        reason: "path too long",
-                                    }
-                                })?,
-                                data_length: u32::try_from(len).map_err(|_| {
-                                    Error::InvalidParentName {
-                                        reason: "path too long",
-                                    }
-                                })?,
-                                data_offset: ByteOffset(data_start),
-                            },
-                            Some((ByteOffset(data_start), url.into_bytes())),
-                        )
+                        vec![(
+                            PlatformCode::MacX,
+                            ParentLocator::encode_path(PlatformCode::MacX, &parent.path),
+                        )]
+                    }
+                    LocatorStyle::MacXAndWindows => {
+                        [PlatformCode::MacX, PlatformCode::W2ku, PlatformCode::W2ru]
+                            .into_iter()
+                            .map(|code| (code, ParentLocator::encode_path(code, &parent.path)))
+                            .collect()
                     }
                 };
-                parent_locators[0] = Some(locator);
-                locator_data = data;
+                // Locator data goes between the header and the BAT, one entry after another.
+                let mut next_data = min_table_offset.min(1536);
+                for (slot, (code, data)) in parent_locators.iter_mut().zip(entries) {
+                    let len = u64_from_usize(data.len());
+                    let sectors = len.div_ceil(512).max(1);
+                    *slot = Some(ParentLocator {
+                        platform_code: code,
+                        data_space: u32::try_from(sectors).map_err(too_long)?,
+                        data_length: u32::try_from(len).map_err(too_long)?,
+                        data_offset: ByteOffset(next_data),
+                    });
+                    locator_data.push((ByteOffset(next_data), data));
+                    next_data += sectors * 512;
+                }
+                table_offset = table_offset.max(next_data);
                 let name = match profile.parent_name {
                     ParentNameStyle::Utf16 => parent.path.clone(),
                     ParentNameStyle::BytePerUnit => {
@@ -244,7 +242,7 @@ impl Metadata {
         head.extend_from_slice(&self.footer.encode());
         head.extend_from_slice(&self.header.encode()?);
         head.resize(table_offset, 0);
-        if let Some((offset, data)) = &self.locator_data {
+        for (offset, data) in &self.locator_data {
             let start = usize::try_from(offset.0).unwrap_or(usize::MAX);
             let slot = start
                 .checked_add(data.len())
@@ -287,7 +285,7 @@ mod tests {
         assert_eq!(locator.platform_code, PlatformCode::MacX);
         assert_eq!(locator.data_offset, ByteOffset(1536));
         assert_eq!(locator.data_length, 36); // "file://" + 29-byte path
-        assert!(meta.locator_data.is_none());
+        assert!(meta.locator_data.is_empty());
         let head = meta.encode_head(&Bat::unallocated(5120).unwrap()).unwrap();
         assert_eq!(head.len(), 22528);
         assert!(head[1536..2048].iter().all(|byte| *byte == 0));
@@ -322,6 +320,36 @@ mod tests {
         .unwrap();
         assert_eq!(dynamic.header.table_offset, ByteOffset(1536));
         assert_eq!(dynamic.first_block_offset, 2048);
+    }
+
+    #[test]
+    fn windows_and_mac_locators_are_placed_one_after_another() {
+        let kind = DiskKind::Differencing(ParentIdentity {
+            unique_id: Uuid::from_u128(9),
+            timestamp: VhdTimestamp(77),
+            path: "parent.vhd".to_owned(),
+        });
+        let mut profile = LayoutProfile::native(VhdTimestamp(5));
+        profile.locator = LocatorStyle::MacXAndWindows;
+        let meta = Metadata::plan(4 << 20, Uuid::from_u128(1), &kind, &profile).unwrap();
+        let codes: Vec<_> = meta
+            .header
+            .parent_locators
+            .iter()
+            .flatten()
+            .map(|locator| (locator.platform_code, locator.data_offset.0))
+            .collect();
+        assert_eq!(
+            codes,
+            vec![
+                (PlatformCode::MacX, 1536),
+                (PlatformCode::W2ku, 2048),
+                (PlatformCode::W2ru, 2560)
+            ]
+        );
+        assert_eq!(meta.header.table_offset, ByteOffset(3072));
+        let head = meta.encode_head(&Bat::unallocated(2).unwrap()).unwrap();
+        assert_eq!(&head[2048..2052], &[b'.', 0, b'\\', 0]);
     }
 
     #[test]

@@ -121,3 +121,8 @@ pub use units::{
     SECTORS_PER_BLOCK, SectorIndex, VhdTimestamp, XAPI_MAX_VHD_SIZE,
 };
 pub use writer::{CreateOptions, VhdWriter};
+
+/// Compiles and runs the README's example with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

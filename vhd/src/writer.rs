@@ -225,6 +225,29 @@ impl<F: WriteAt> VhdWriter<F> {
         Ok(())
     }
 
+    /// Points a differencing disk at another parent: rewrites the header's parent uuid,
+    /// timestamp and unicode name (UTF-16) and drops the parent locators (their data space
+    /// stays unused). This is how a stored xapi delta, whose parent uuid is opaque, is linked
+    /// to the stored copy of its base.
+    pub fn set_parent(&mut self, parent: &crate::layout::ParentIdentity) -> Result<()> {
+        if self.footer.disk_type != DiskType::Differencing {
+            return Err(Error::UnsupportedDiskType {
+                operation: "setting a parent",
+                found: self.footer.disk_type,
+            });
+        }
+        let mut header = self.header.clone();
+        header.parent_unique_id = parent.unique_id;
+        header.parent_timestamp = parent.timestamp;
+        header.parent_unicode_name.clone_from(&parent.path);
+        header.parent_locators = [None; crate::header::LOCATOR_COUNT];
+        let encoded = header.encode()?;
+        let at = self.footer.data_offset.map_or(512, |offset| offset.0);
+        self.write(&encoded, at, "rewriting the header")?;
+        self.header = header;
+        Ok(())
+    }
+
     /// Flushes the sink.
     pub fn flush(&mut self) -> Result<()> {
         self.file

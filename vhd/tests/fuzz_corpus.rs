@@ -38,14 +38,19 @@ fn footer_corpus() {
     }
     assert!(vhd::fuzzing::footer(&inputs["xapi-dynamic"]).is_ok());
     assert_eq!(
-        vhd::fuzzing::footer(&inputs["qemu-fixed"]).unwrap().disk_type,
+        vhd::fuzzing::footer(&inputs["qemu-fixed"])
+            .unwrap()
+            .disk_type,
         vhd::DiskType::Fixed
     );
     assert!(matches!(
         vhd::fuzzing::footer(&inputs["bad-checksum"]),
         Err(Error::BadChecksum { .. })
     ));
-    assert!(matches!(vhd::fuzzing::footer(&inputs["short"]), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        vhd::fuzzing::footer(&inputs["short"]),
+        Err(Error::Truncated { .. })
+    ));
 }
 
 #[test]
@@ -55,10 +60,16 @@ fn header_corpus() {
         let _ = vhd::fuzzing::header(data);
     }
     let delta = vhd::fuzzing::header(&inputs["xapi-delta-macx"]).unwrap();
-    assert_eq!(delta.parent_locators[0].unwrap().platform_code, vhd::PlatformCode::MacX);
+    assert_eq!(
+        delta.parent_locators[0].unwrap().platform_code,
+        vhd::PlatformCode::MacX
+    );
     let child = vhd::fuzzing::header(&inputs["vhdlib-w2ku"]).unwrap();
     assert_eq!(child.parent_unicode_name, "vhdlib-parent.vhd");
-    assert!(matches!(vhd::fuzzing::header(&inputs["short"]), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        vhd::fuzzing::header(&inputs["short"]),
+        Err(Error::Truncated { .. })
+    ));
 }
 
 #[test]
@@ -69,7 +80,10 @@ fn stream_corpus() {
     }
     // Footer, header, BAT, trailing footer.
     assert_eq!(vhd::fuzzing::stream(&inputs["xapi-empty"]).unwrap(), 4);
-    assert_eq!(vhd::fuzzing::stream(&inputs["xapi-delta-empty"]).unwrap(), 4);
+    assert_eq!(
+        vhd::fuzzing::stream(&inputs["xapi-delta-empty"]).unwrap(),
+        4
+    );
     assert!(matches!(
         vhd::fuzzing::stream(&inputs["one-block-truncated"]),
         Err(Error::Truncated { .. })

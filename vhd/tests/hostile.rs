@@ -23,7 +23,9 @@ use vhd::{
 fn stream() -> Vec<u8> {
     let model = LayerModel {
         size: 6 << 20,
-        blocks: [(0, make_block(0, 1, None)), (2, make_block(2, 2, None))].into_iter().collect(),
+        blocks: [(0, make_block(0, 1, None)), (2, make_block(2, 2, None))]
+            .into_iter()
+            .collect(),
     };
     let encoder = StreamEncoder::new(StreamSpec {
         virtual_size: model.size,
@@ -70,8 +72,25 @@ fn truncated_streams_and_files_fail_cleanly() {
     let good = stream();
     assert_eq!(decode(&good).unwrap(), 6);
     // Cut inside every structure: footer, header, gap, BAT, bitmap, data, trailing footer.
-    for cut in [0, 1, 511, 512, 1000, 1536, 2047, 2050, 2560, 3000, 3072, 1 << 20, good.len() - 1] {
-        assert!(matches!(decode(&good[..cut]), Err(Error::Truncated { .. })), "cut {cut}");
+    for cut in [
+        0,
+        1,
+        511,
+        512,
+        1000,
+        1536,
+        2047,
+        2050,
+        2560,
+        3000,
+        3072,
+        1 << 20,
+        good.len() - 1,
+    ] {
+        assert!(
+            matches!(decode(&good[..cut]), Err(Error::Truncated { .. })),
+            "cut {cut}"
+        );
         match VhdFile::open(&good[..cut]) {
             // A file that lost only its trailing footer still opens from the head copy.
             Ok(_) => assert_eq!(cut, good.len() - 1, "opened a file truncated at {cut}"),
@@ -103,7 +122,10 @@ fn bad_checksums_are_typed_errors() {
     bad[len - 10] ^= 0xFF; // trailing footer
     assert!(matches!(
         decode(&bad),
-        Err(Error::BadChecksum { structure: vhd::Structure::TrailingFooter, .. })
+        Err(Error::BadChecksum {
+            structure: vhd::Structure::TrailingFooter,
+            ..
+        })
     ));
     // A file whose trailing footer is damaged falls back to the head copy.
     let file = VhdFile::open(bad).unwrap();
@@ -120,22 +142,37 @@ fn huge_declared_sizes_are_refused_before_allocating() {
     let good = stream();
     // current size 2^63: beyond the 2 TiB − 8 KiB limit.
     let mut bad = good.clone();
-    edit_footer(&mut bad, true, |f| f[48..56].copy_from_slice(&(1u64 << 63).to_be_bytes()));
+    edit_footer(&mut bad, true, |f| {
+        f[48..56].copy_from_slice(&(1u64 << 63).to_be_bytes())
+    });
     assert!(matches!(decode(&bad), Err(Error::DiskTooLarge { .. })));
-    assert!(matches!(VhdFile::open(bad), Err(Error::DiskTooLarge { .. })));
+    assert!(matches!(
+        VhdFile::open(bad),
+        Err(Error::DiskTooLarge { .. })
+    ));
     // A size just within the limit with a tiny table: the BAT does not cover the disk.
     let mut bad = good.clone();
     edit_footer(&mut bad, true, |f| {
         f[48..56].copy_from_slice(&vhd::MAX_VIRTUAL_SIZE.to_be_bytes());
     });
-    assert!(matches!(decode(&bad), Err(Error::InvalidField { field: "max_table_entries", .. })));
+    assert!(matches!(
+        decode(&bad),
+        Err(Error::InvalidField {
+            field: "max_table_entries",
+            ..
+        })
+    ));
     // Max table entries 2^32 − 1 on a 6 MiB disk: only the 3 used entries are read.
     let mut odd = good.clone();
-    edit_header(&mut odd, |h| h[28..32].copy_from_slice(&u32::MAX.to_be_bytes()));
+    edit_header(&mut odd, |h| {
+        h[28..32].copy_from_slice(&u32::MAX.to_be_bytes())
+    });
     assert_eq!(decode(&odd).unwrap(), 6);
     // A huge header offset: the stream ends long before it.
     let mut bad = good.clone();
-    edit_footer(&mut bad, true, |f| f[16..24].copy_from_slice(&(1u64 << 62).to_be_bytes()));
+    edit_footer(&mut bad, true, |f| {
+        f[16..24].copy_from_slice(&(1u64 << 62).to_be_bytes())
+    });
     assert!(matches!(decode(&bad), Err(Error::Truncated { .. })));
     assert!(matches!(VhdFile::open(bad), Err(Error::Truncated { .. })));
     // The writer and encoder refuse sizes beyond the limit with a clear error.
@@ -166,7 +203,10 @@ fn misplaced_blocks_are_refused() {
     // Block 0 pointing into the header.
     let mut bad = good.clone();
     set_entry(&mut bad, 0, 2);
-    assert!(matches!(decode(&bad), Err(Error::BatEntryOutOfRange { .. })));
+    assert!(matches!(
+        decode(&bad),
+        Err(Error::BatEntryOutOfRange { .. })
+    ));
     // Block 2 overlapping block 0.
     let first = u32::from_be_bytes(good[bat..bat + 4].try_into().unwrap());
     let mut bad = good.clone();
@@ -176,14 +216,21 @@ fn misplaced_blocks_are_refused() {
     let mut bad = good.clone();
     set_entry(&mut bad, 1, 0x7FFF_FFFF);
     assert!(matches!(decode(&bad), Err(Error::Truncated { .. })));
-    assert!(matches!(VhdFile::open(bad), Err(Error::BatEntryOutOfRange { .. })));
+    assert!(matches!(
+        VhdFile::open(bad),
+        Err(Error::BatEntryOutOfRange { .. })
+    ));
     // Header placed behind the footer: a forward-only reader cannot go back.
     let mut bad = good.clone();
-    edit_footer(&mut bad, true, |f| f[16..24].copy_from_slice(&0u64.to_be_bytes()));
+    edit_footer(&mut bad, true, |f| {
+        f[16..24].copy_from_slice(&0u64.to_be_bytes())
+    });
     assert!(matches!(decode(&bad), Err(Error::BackwardTarget { .. })));
     // BAT placed inside the header.
     let mut bad = good.clone();
-    edit_header(&mut bad, |h| h[16..24].copy_from_slice(&1024u64.to_be_bytes()));
+    edit_header(&mut bad, |h| {
+        h[16..24].copy_from_slice(&1024u64.to_be_bytes())
+    });
     assert!(matches!(decode(&bad), Err(Error::BackwardTarget { .. })));
     // Bytes after the trailing footer.
     let mut bad = good;
@@ -195,23 +242,52 @@ fn misplaced_blocks_are_refused() {
 fn unknown_types_versions_and_locators_are_refused() {
     let good = stream();
     let mut bad = good.clone();
-    edit_footer(&mut bad, true, |f| f[60..64].copy_from_slice(&5u32.to_be_bytes()));
-    assert!(matches!(decode(&bad), Err(Error::UnknownDiskType { found: 5 })));
+    edit_footer(&mut bad, true, |f| {
+        f[60..64].copy_from_slice(&5u32.to_be_bytes())
+    });
+    assert!(matches!(
+        decode(&bad),
+        Err(Error::UnknownDiskType { found: 5 })
+    ));
     let mut bad = good.clone();
-    edit_footer(&mut bad, true, |f| f[12..16].copy_from_slice(&0x0002_0000u32.to_be_bytes()));
-    assert!(matches!(decode(&bad), Err(Error::UnsupportedVersion { .. })));
+    edit_footer(&mut bad, true, |f| {
+        f[12..16].copy_from_slice(&0x0002_0000u32.to_be_bytes())
+    });
+    assert!(matches!(
+        decode(&bad),
+        Err(Error::UnsupportedVersion { .. })
+    ));
     let mut bad = good.clone();
     edit_header(&mut bad, |h| h[576..580].copy_from_slice(b"XXXX"));
-    assert!(matches!(decode(&bad), Err(Error::UnknownLocatorCode { .. })));
+    assert!(matches!(
+        decode(&bad),
+        Err(Error::UnknownLocatorCode { .. })
+    ));
     let mut bad = good.clone();
-    edit_header(&mut bad, |h| h[32..36].copy_from_slice(&(1u32 << 20).to_be_bytes()));
-    assert!(matches!(decode(&bad), Err(Error::UnsupportedBlockSize { .. })));
+    edit_header(&mut bad, |h| {
+        h[32..36].copy_from_slice(&(1u32 << 20).to_be_bytes())
+    });
+    assert!(matches!(
+        decode(&bad),
+        Err(Error::UnsupportedBlockSize { .. })
+    ));
     let mut fixed = good;
-    edit_footer(&mut fixed, true, |f| f[60..64].copy_from_slice(&2u32.to_be_bytes()));
-    assert!(matches!(decode(&fixed), Err(Error::UnsupportedDiskType { .. })));
+    edit_footer(&mut fixed, true, |f| {
+        f[60..64].copy_from_slice(&2u32.to_be_bytes())
+    });
+    assert!(matches!(
+        decode(&fixed),
+        Err(Error::UnsupportedDiskType { .. })
+    ));
     // Footer and header parsers on garbage.
-    assert!(matches!(Footer::parse(&[0u8; 512]), Err(Error::BadCookie { .. })));
-    assert!(matches!(DynamicHeader::parse(&[0u8; 10]), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        Footer::parse(&[0u8; 512]),
+        Err(Error::BadCookie { .. })
+    ));
+    assert!(matches!(
+        DynamicHeader::parse(&[0u8; 10]),
+        Err(Error::Truncated { .. })
+    ));
 }
 
 fn differencing(unique_id: u128, parent: u128) -> VhdFile<Vec<u8>> {
@@ -250,7 +326,11 @@ fn parent_chain_loops_and_gaps_are_refused() {
     assert!(matches!(result, Err(Error::ChainLoop { .. })));
     // An explicit list with a repeated disk.
     assert!(matches!(
-        VhdChain::new(vec![differencing(1, 2), differencing(2, 1), differencing(1, 2)]),
+        VhdChain::new(vec![
+            differencing(1, 2),
+            differencing(2, 1),
+            differencing(1, 2)
+        ]),
         Err(Error::ChainLoop { .. })
     ));
     // An endless chain of distinct disks stops at the depth limit.
@@ -264,7 +344,10 @@ fn parent_chain_loops_and_gaps_are_refused() {
         VhdChain::new(vec![differencing(1, 2), differencing(3, 4)]),
         Err(Error::ParentMismatch { .. })
     ));
-    assert!(matches!(VhdChain::new(vec![differencing(1, 2)]), Err(Error::MissingParent { .. })));
+    assert!(matches!(
+        VhdChain::new(vec![differencing(1, 2)]),
+        Err(Error::MissingParent { .. })
+    ));
     let mut buf = [0u8; 512];
     assert!(matches!(
         differencing(1, 2).read_at(vhd::ByteOffset(0), &mut buf),
@@ -295,10 +378,16 @@ fn out_of_bounds_reads_and_malformed_blocks_are_errors() {
     )
     .unwrap();
     let short = vhd::Block::full(BlockIndex(0), Bytes::from_static(b"short"));
-    assert!(matches!(writer.write_block(&short), Err(Error::InvalidBlock { .. })));
+    assert!(matches!(
+        writer.write_block(&short),
+        Err(Error::InvalidBlock { .. })
+    ));
     let mut decoder = StreamDecoder::new();
     let mut garbage = Bytes::from_static(&[0u8; 600]);
     assert!(decoder.decode(&mut garbage).is_err());
     // A failed decoder refuses to continue rather than resynchronising on garbage.
-    assert!(matches!(decoder.decode(&mut Bytes::new()), Err(Error::OutOfOrder { .. })));
+    assert!(matches!(
+        decoder.decode(&mut Bytes::new()),
+        Err(Error::OutOfOrder { .. })
+    ));
 }

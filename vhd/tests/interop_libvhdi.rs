@@ -52,14 +52,23 @@ fn pyvhdi_read(python: &Path, chain: &[PathBuf]) -> (u64, String) {
 }
 
 fn write_layer(path: &Path, model: &LayerModel, unique_id: Uuid, kind: DiskKind) {
-    let file = File::options().read(true).write(true).create_new(true).open(path).unwrap();
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .unwrap();
     let mut writer = VhdWriter::create(
         file,
         &CreateOptions {
             virtual_size: model.size,
             unique_id,
             kind,
-            profile: LayoutProfile::native(VhdTimestamp::now()),
+            profile: LayoutProfile {
+                // blktap's three locators, so every lookup path is exercised.
+                locator: vhd::LocatorStyle::MacXAndWindows,
+                ..LayoutProfile::native(VhdTimestamp::now())
+            },
         },
     )
     .unwrap();
@@ -87,7 +96,9 @@ fn filled(index: u32, byte: u8, sectors: Option<vhd::SectorBitmap>) -> Block {
 
 #[test]
 fn pyvhdi_reads_our_differencing_chains_like_we_do() {
-    let Some(python) = test_peers::require_python_module("pyvhdi") else { return };
+    let Some(python) = test_peers::require_python_module("pyvhdi") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let (root_id, mid_id, leaf_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
 
@@ -108,8 +119,14 @@ fn pyvhdi_reads_our_differencing_chains_like_we_do() {
         size: SIZE,
         blocks: [
             (0, filled(0, 0xAA, Some(bitmap(&[(0, 8)])))),
-            (1, make_block(1, 50, Some(bitmap(&[(100, 200), (4000, 4096)])))),
-            (2, make_block(2, 51, Some(bitmap(&[(3, 8), (2045, 2056), (4095, 4096)])))),
+            (
+                1,
+                make_block(1, 50, Some(bitmap(&[(100, 200), (4000, 4096)]))),
+            ),
+            (
+                2,
+                make_block(2, 51, Some(bitmap(&[(3, 8), (2045, 2056), (4095, 4096)]))),
+            ),
         ]
         .into_iter()
         .collect(),
@@ -144,8 +161,12 @@ fn pyvhdi_reads_our_differencing_chains_like_we_do() {
         bitmaps: BitmapMode::Partial,
     })
     .unwrap();
-    vhd::encode_to_writer(encoder, leaf.block_list().into_iter().map(Ok), File::create(&leaf_path).unwrap())
-        .unwrap();
+    vhd::encode_to_writer(
+        encoder,
+        leaf.block_list().into_iter().map(Ok),
+        File::create(&leaf_path).unwrap(),
+    )
+    .unwrap();
 
     let expected_mid = mid.content_over(Some(&root.dynamic_content()));
     let expected_leaf = leaf.content_over(Some(&expected_mid));
@@ -153,6 +174,11 @@ fn pyvhdi_reads_our_differencing_chains_like_we_do() {
     assert_eq!(expected_mid[8 * 512], 0x11);
     assert_eq!(expected_mid[7 * 512], 0xAA);
 
+    let mid_file = VhdFile::open(File::open(&mid_path).unwrap()).unwrap();
+    assert_eq!(
+        mid_file.parent_paths(),
+        vec!["root.vhd".to_owned(), "./root.vhd".to_owned()]
+    );
     let ours = VhdChain::open_path(&leaf_path).unwrap();
     assert_eq!(ours.layers().len(), 3);
     let our_content = read_all(SIZE, |o, b| ours.read_at(o, b).unwrap());
@@ -160,20 +186,38 @@ fn pyvhdi_reads_our_differencing_chains_like_we_do() {
 
     let (size, hash) = pyvhdi_read(&python, &[leaf_path, mid_path.clone(), root_path.clone()]);
     assert_eq!(size, SIZE);
-    assert_eq!(hash, sha256_hex(&expected_leaf), "pyvhdi: three-layer chain");
+    assert_eq!(
+        hash,
+        sha256_hex(&expected_leaf),
+        "pyvhdi: three-layer chain"
+    );
     let (_, hash) = pyvhdi_read(&python, &[mid_path, root_path.clone()]);
     assert_eq!(hash, sha256_hex(&expected_mid), "pyvhdi: two-layer chain");
-    let (_, hash) = pyvhdi_read(&python, &[root_path.clone()]);
-    assert_eq!(hash, sha256_hex(&root.dynamic_content()), "pyvhdi: dynamic root");
+    let (_, hash) = pyvhdi_read(&python, std::slice::from_ref(&root_path));
+    assert_eq!(
+        hash,
+        sha256_hex(&root.dynamic_content()),
+        "pyvhdi: dynamic root"
+    );
 
     // A coalesced copy of the chain reads the same in pyvhdi.
     let coalesced_path = dir.path().join("full.vhd");
-    let file = File::options().read(true).write(true).create_new(true).open(&coalesced_path).unwrap();
-    vhd::merge::coalesce(&ours, file, Uuid::new_v4(), LayoutProfile::native(VhdTimestamp::now()))
-        .unwrap()
-        .finish()
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&coalesced_path)
         .unwrap();
-    let (_, hash) = pyvhdi_read(&python, &[coalesced_path.clone()]);
+    vhd::merge::coalesce(
+        &ours,
+        file,
+        Uuid::new_v4(),
+        LayoutProfile::native(VhdTimestamp::now()),
+    )
+    .unwrap()
+    .finish()
+    .unwrap();
+    let (_, hash) = pyvhdi_read(&python, std::slice::from_ref(&coalesced_path));
     assert_eq!(hash, sha256_hex(&expected_leaf), "pyvhdi: coalesced chain");
     let coalesced = VhdFile::open(File::open(&coalesced_path).unwrap()).unwrap();
     assert_eq!(coalesced.disk_type(), vhd::DiskType::Dynamic);

@@ -17,8 +17,8 @@ use bytes::Bytes;
 use common::{apply_writes, read_all, sha256_hex};
 use uuid::Uuid;
 use vhd::{
-    BitmapMode, Block, BlockIndex, BlockSet, CreateOptions, DiskKind, LayoutProfile,
-    StreamEncoder, StreamSpec, VhdFile, VhdTimestamp, VhdWriter,
+    BitmapMode, Block, BlockIndex, BlockSet, CreateOptions, DiskKind, LayoutProfile, StreamEncoder,
+    StreamSpec, VhdFile, VhdTimestamp, VhdWriter,
 };
 
 /// 9 MiB + 3 sectors: blocks 1, 2 and 4 (the partial last one) hold data, 0 and 3 are zero.
@@ -49,7 +49,10 @@ fn nonzero_blocks(raw: &[u8]) -> Vec<Block> {
 }
 
 fn image_opts(path: &Path) -> String {
-    format!("driver=vpc,force_size_calc=current_size,file.filename={}", path.display())
+    format!(
+        "driver=vpc,force_size_calc=current_size,file.filename={}",
+        path.display()
+    )
 }
 
 fn assert_qemu_sees_raw(qemu_img: &Path, vhd: &Path, raw: &Path) {
@@ -65,28 +68,54 @@ fn assert_qemu_sees_raw(qemu_img: &Path, vhd: &Path, raw: &Path) {
     );
     let info = test_peers::run_ok(
         qemu_img,
-        ["info".to_owned(), "--output=json".to_owned(), "--image-opts".to_owned(), image_opts(vhd)],
+        [
+            "info".to_owned(),
+            "--output=json".to_owned(),
+            "--image-opts".to_owned(),
+            image_opts(vhd),
+        ],
     );
     let info: serde_json::Value = serde_json::from_slice(&info).unwrap();
     assert_eq!(info["virtual-size"].as_u64(), Some(SIZE));
     // Without the override qemu ≥ 10 also sizes a `caml` disk from its current size.
-    test_peers::run_ok(qemu_img, ["compare".as_ref(), "-f".as_ref(), "raw".as_ref(), "-F".as_ref(), "vpc".as_ref(), raw.as_os_str(), vhd.as_os_str()]);
+    test_peers::run_ok(
+        qemu_img,
+        [
+            "compare".as_ref(),
+            "-f".as_ref(),
+            "raw".as_ref(),
+            "-F".as_ref(),
+            "vpc".as_ref(),
+            raw.as_os_str(),
+            vhd.as_os_str(),
+        ],
+    );
 }
 
 #[test]
 fn qemu_img_compare_says_our_dynamic_vhds_equal_the_raw_source() {
-    let Some(qemu_img) = test_peers::require("qemu-img") else { return };
+    let Some(qemu_img) = test_peers::require("qemu-img") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let raw = raw_source();
     let raw_path = dir.path().join("in.raw");
     std::fs::write(&raw_path, &raw).unwrap();
     let blocks = nonzero_blocks(&raw);
-    assert_eq!(blocks.iter().map(|b| b.index.0).collect::<Vec<_>>(), vec![1, 2, 4]);
+    assert_eq!(
+        blocks.iter().map(|b| b.index.0).collect::<Vec<_>>(),
+        vec![1, 2, 4]
+    );
 
     // A file from the writer (our layout).
     let file_path = dir.path().join("writer.vhd");
     let mut writer = VhdWriter::create(
-        File::options().read(true).write(true).create_new(true).open(&file_path).unwrap(),
+        File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&file_path)
+            .unwrap(),
         &CreateOptions {
             virtual_size: SIZE,
             unique_id: Uuid::new_v4(),
@@ -124,7 +153,12 @@ fn qemu_img_compare_says_our_dynamic_vhds_equal_the_raw_source() {
     // qemu's map agrees on which blocks are allocated.
     let map = test_peers::run_ok(
         &qemu_img,
-        ["map".to_owned(), "--output=json".to_owned(), "--image-opts".to_owned(), image_opts(&stream_path)],
+        [
+            "map".to_owned(),
+            "--output=json".to_owned(),
+            "--image-opts".to_owned(),
+            image_opts(&stream_path),
+        ],
     );
     let map: serde_json::Value = serde_json::from_slice(&map).unwrap();
     let data_blocks: Vec<u64> = map
@@ -149,7 +183,9 @@ fn read_ours(path: &Path) -> (VhdFile<File>, Vec<u8>) {
 
 #[test]
 fn we_read_qemu_img_dynamic_and_fixed_vhds() {
-    let Some(qemu_img) = test_peers::require("qemu-img") else { return };
+    let Some(qemu_img) = test_peers::require("qemu-img") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let raw = raw_source();
     let raw_path = dir.path().join("in.raw");
@@ -163,15 +199,38 @@ fn we_read_qemu_img_dynamic_and_fixed_vhds() {
         };
         test_peers::run_ok(
             &qemu_img,
-            ["convert".as_ref(), "-f".as_ref(), "raw".as_ref(), "-O".as_ref(), "vpc".as_ref(), "-o".as_ref(), options.as_ref(), raw_path.as_os_str(), out.as_os_str()],
+            [
+                "convert".as_ref(),
+                "-f".as_ref(),
+                "raw".as_ref(),
+                "-O".as_ref(),
+                "vpc".as_ref(),
+                "-o".as_ref(),
+                options.as_ref(),
+                raw_path.as_os_str(),
+                out.as_os_str(),
+            ],
         );
         out
     };
 
-    for (subformat, force_size) in [("dynamic", true), ("fixed", true), ("dynamic", false), ("fixed", false)] {
-        let path = convert(subformat, &format!("{subformat}-{force_size}.vhd"), force_size);
+    for (subformat, force_size) in [
+        ("dynamic", true),
+        ("fixed", true),
+        ("dynamic", false),
+        ("fixed", false),
+    ] {
+        let path = convert(
+            subformat,
+            &format!("{subformat}-{force_size}.vhd"),
+            force_size,
+        );
         let (file, content) = read_ours(&path);
-        let expected_type = if subformat == "fixed" { vhd::DiskType::Fixed } else { vhd::DiskType::Dynamic };
+        let expected_type = if subformat == "fixed" {
+            vhd::DiskType::Fixed
+        } else {
+            vhd::DiskType::Dynamic
+        };
         assert_eq!(file.disk_type(), expected_type);
         if force_size {
             assert_eq!(&file.footer().creator.application, b"qem2");
@@ -187,25 +246,59 @@ fn we_read_qemu_img_dynamic_and_fixed_vhds() {
         let back = dir.path().join(format!("{subformat}-{force_size}.raw"));
         test_peers::run_ok(
             &qemu_img,
-            ["convert".to_owned(), "--image-opts".to_owned(), image_opts(&path), "-O".to_owned(), "raw".to_owned(), back.display().to_string()],
+            [
+                "convert".to_owned(),
+                "--image-opts".to_owned(),
+                image_opts(&path),
+                "-O".to_owned(),
+                "raw".to_owned(),
+                back.display().to_string(),
+            ],
         );
-        assert_eq!(sha256_hex(&std::fs::read(&back).unwrap()), sha256_hex(&content));
+        assert_eq!(
+            sha256_hex(&std::fs::read(&back).unwrap()),
+            sha256_hex(&content)
+        );
     }
 
     // qemu-io writes into a fresh dynamic image (blocks appended, footer moved).
-    let Some(qemu_io) = test_peers::require("qemu-io") else { return };
+    let Some(qemu_io) = test_peers::require("qemu-io") else {
+        return;
+    };
     let path = dir.path().join("io.vhd");
     test_peers::run_ok(
         &qemu_img,
-        ["create".as_ref(), "-f".as_ref(), "vpc".as_ref(), "-o".as_ref(), "subformat=dynamic,force_size=on".as_ref(), path.as_os_str(), "10M".as_ref()],
+        [
+            "create".as_ref(),
+            "-f".as_ref(),
+            "vpc".as_ref(),
+            "-o".as_ref(),
+            "subformat=dynamic,force_size=on".as_ref(),
+            path.as_os_str(),
+            "10M".as_ref(),
+        ],
     );
     test_peers::run_ok(
         &qemu_io,
-        ["-f".as_ref(), "vpc".as_ref(), "-c".as_ref(), "write -P 0xab 1M 64k".as_ref(), "-c".as_ref(), "write -P 0xcd 4095k 2k".as_ref(), path.as_os_str()],
+        [
+            "-f".as_ref(),
+            "vpc".as_ref(),
+            "-c".as_ref(),
+            "write -P 0xab 1M 64k".as_ref(),
+            "-c".as_ref(),
+            "write -P 0xcd 4095k 2k".as_ref(),
+            path.as_os_str(),
+        ],
     );
     let (file, content) = read_ours(&path);
     assert_eq!(file.virtual_size(), 10 << 20);
-    assert_eq!(file.allocated_blocks().iter().map(|b| b.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert_eq!(
+        file.allocated_blocks()
+            .iter()
+            .map(|b| b.0)
+            .collect::<Vec<_>>(),
+        vec![0, 1, 2]
+    );
     let mut expected = vec![0u8; 10 << 20];
     expected[1 << 20..(1 << 20) + (64 << 10)].fill(0xab);
     expected[4095 << 10..(4095 << 10) + 2048].fill(0xcd);

@@ -164,6 +164,12 @@ proptest! {
         );
     }
 
+}
+
+proptest! {
+    // Each case writes, reads, merges and coalesces two layers of up to 9 MiB.
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
     #[test]
     fn chains_read_merge_and_coalesce_like_the_model(
         (parent, child) in size_strategy().prop_flat_map(|sectors| {
@@ -241,4 +247,46 @@ fn apply_stream_checks_the_parent_unless_told_not_to() {
         merge::apply_stream(&mut target, stream.as_slice(), merge::ParentCheck::Ignore).unwrap();
     assert_eq!(stats.blocks, 1);
     assert_eq!(stats.sectors, 4096);
+}
+
+#[test]
+fn a_differencing_disk_reads_through_a_fixed_parent() {
+    let size: u64 = 3 << 20;
+    let raw: Vec<u8> = (0..size).map(|i| (i / 512).to_le_bytes()[0]).collect();
+    let footer = vhd::Footer {
+        features: vhd::FEATURE_RESERVED,
+        data_offset: None,
+        timestamp: VhdTimestamp(0),
+        creator: vhd::Creator::XAPI,
+        original_size: size,
+        current_size: size,
+        geometry: vhd::Geometry::for_size(size, vhd::GeometryRule::Spec),
+        disk_type: vhd::DiskType::Fixed,
+        unique_id: Uuid::from_u128(40),
+        saved_state: 0,
+        hidden: 0,
+    };
+    let mut fixed = raw.clone();
+    fixed.extend_from_slice(&footer.encode());
+    let child = LayerModel {
+        size,
+        blocks: [(1, make_block(1, 9, Some(common::bitmap(&[(10, 20)]))))]
+            .into_iter()
+            .collect(),
+    };
+    let child_file = write_file(&child, child_kind(Uuid::from_u128(40)), Uuid::from_u128(41));
+    let chain = VhdChain::new(vec![
+        VhdFile::open(child_file).unwrap(),
+        VhdFile::open(fixed).unwrap(),
+    ])
+    .unwrap();
+    let read = read_all(size, |o, b| chain.read_at(o, b).unwrap());
+    assert!(read == child.content_over(Some(&raw)));
+    // Unaligned reads cross sector and block boundaries.
+    let mut odd = vec![0u8; 5000];
+    chain
+        .read_at(vhd::ByteOffset((2 << 20) - 1234), &mut odd)
+        .unwrap();
+    let start = (2 << 20) - 1234;
+    assert_eq!(odd, read[start..start + 5000]);
 }

@@ -121,6 +121,27 @@ pub enum Error {
     /// A changed-block bitmap could not be built.
     #[error("changed-block bitmap could not be built")]
     Bitmap(#[source] cbt::Error),
+    /// A socket could not be bound, accepted or served.
+    #[error("{context}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS certificate or server configuration could not be built.
+    #[error("TLS set-up failed: {reason}")]
+    Tls {
+        /// What failed.
+        reason: String,
+    },
+    /// A scenario (builder or TOML) is invalid.
+    #[error("invalid scenario: {reason}")]
+    Scenario {
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 /// Code and message of the `SR_BACKEND_FAILURE_<code> [""; message; ""]` error xapi raises when sm fails.

@@ -51,9 +51,9 @@ pub fn frame_header(offset: u64, len: u32) -> Option<[u8; HEADER_LEN]> {
 /// terminator, or `None` on overflow.
 pub fn body_length(frame_lengths: impl IntoIterator<Item = u32>) -> Option<u64> {
     let header = u64::try_from(HEADER_LEN).ok()?;
-    frame_lengths
-        .into_iter()
-        .try_fold(header, |total, len| total.checked_add(header)?.checked_add(u64::from(len)))
+    frame_lengths.into_iter().try_fold(header, |total, len| {
+        total.checked_add(header)?.checked_add(u64::from(len))
+    })
 }
 
 /// What the decoder found.
@@ -110,12 +110,15 @@ impl FrameDecoder {
                 if buffer.is_empty() {
                     return Ok(None);
                 }
-                let available = u32::try_from(buffer.len()).unwrap_or(u32::MAX).min(remaining);
-                let take = usize::try_from(available).map_err(|_| Error::protocol("frame too large"))?;
+                let available = u32::try_from(buffer.len())
+                    .unwrap_or(u32::MAX)
+                    .min(remaining);
+                let take =
+                    usize::try_from(available).map_err(|_| Error::protocol("frame too large"))?;
                 let data = buffer.split_to(take).freeze();
-                let next_offset = offset
-                    .checked_add(u64::from(available))
-                    .ok_or_else(|| Error::protocol("chunked frame runs past the end of the address space"))?;
+                let next_offset = offset.checked_add(u64::from(available)).ok_or_else(|| {
+                    Error::protocol("chunked frame runs past the end of the address space")
+                })?;
                 self.current = Some((next_offset, remaining - available));
                 return Ok(Some(ChunkEvent::Data { offset, data }));
             }
@@ -129,7 +132,9 @@ impl FrameDecoder {
                 return Ok(Some(ChunkEvent::End));
             }
             if offset.checked_add(u64::from(len)).is_none() {
-                return Err(Error::protocol("chunked frame runs past the end of the address space"));
+                return Err(Error::protocol(
+                    "chunked frame runs past the end of the address space",
+                ));
             }
             self.current = Some((offset, len));
         }
@@ -145,7 +150,9 @@ mod tests {
         // Spec §4.3: 64 KiB at 1 MiB, then the end; Content-Length 65560.
         assert_eq!(
             frame_header(0x10_0000, 0x1_0000).unwrap(),
-            [0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00]
+            [
+                0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x00
+            ]
         );
         assert_eq!(body_length([65536]), Some(65560));
         assert_eq!(frame_header(0, 0), None);
@@ -167,7 +174,10 @@ mod tests {
             buffer.extend_from_slice(&[*byte]);
             while let Some(event) = decoder.decode(&mut buffer).unwrap() {
                 match event {
-                    ChunkEvent::Data { offset, data: bytes } => data.push((offset, bytes)),
+                    ChunkEvent::Data {
+                        offset,
+                        data: bytes,
+                    } => data.push((offset, bytes)),
                     ChunkEvent::End => ended = true,
                 }
             }

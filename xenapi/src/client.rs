@@ -86,7 +86,8 @@ impl ClientBuilder {
         self
     }
 
-    /// How to trust the host certificate (default: verified against the Mozilla roots).
+    /// How to trust the host certificate (default: verified against the Mozilla roots;
+    /// [`Trust::system_roots`] for the OS bundle, [`Trust::ca_file`] for your own CA).
     pub fn trust(mut self, trust: Trust) -> Self {
         self.trust = trust;
         self
@@ -131,7 +132,8 @@ impl ClientBuilder {
     /// Logs in (following one `HOST_IS_SLAVE` redirect to the pool master) and returns the client.
     pub async fn connect(self) -> Result<Client, Error> {
         let user = self.user.clone().ok_or_else(|| Error::Credentials {
-            reason: "no user name: put it in the URL (https://root@host) or set it on the builder".into(),
+            reason: "no user name: put it in the URL (https://root@host) or set it on the builder"
+                .into(),
         })?;
         let password = self.password.clone().ok_or_else(|| Error::Credentials {
             reason: "no password: give it in the URL, an environment variable or a file".into(),
@@ -152,11 +154,19 @@ impl ClientBuilder {
             },
             user,
             password,
-            state: Mutex::new(State { master: self.url, wire, session: None, generation: 0, closed: false }),
+            state: Mutex::new(State {
+                master: self.url,
+                wire,
+                session: None,
+                generation: 0,
+                closed: false,
+            }),
             login_lock: tokio::sync::Mutex::new(()),
             next_id: AtomicI64::new(1),
         };
-        let client = Client { inner: Arc::new(inner) };
+        let client = Client {
+            inner: Arc::new(inner),
+        };
         client.login(0).await?;
         Ok(client)
     }
@@ -226,12 +236,19 @@ impl Inner {
 
     fn target(&self) -> Target {
         let state = self.lock_state();
-        Target { url: state.master.clone(), wire: state.wire }
+        Target {
+            url: state.master.clone(),
+            wire: state.wire,
+        }
     }
 
     /// Replaces session refs in API error parameters: they are credentials.
     fn redact(&self, failure: Failure) -> Error {
-        let session = self.lock_state().session.as_ref().map(|session| session.as_str().to_owned());
+        let session = self
+            .lock_state()
+            .session
+            .as_ref()
+            .map(|session| session.as_str().to_owned());
         let session_invalid = failure.code == ErrorCode::SessionInvalid.as_str();
         let params = failure
             .params
@@ -240,31 +257,73 @@ impl Inner {
                 let is_session = session.as_deref() == Some(param.as_str())
                     || (session_invalid && param.starts_with("OpaqueRef:"))
                     || param.contains("session_id=");
-                if is_session { REDACTED_REF.to_owned() } else { param }
+                if is_session {
+                    REDACTED_REF.to_owned()
+                } else {
+                    param
+                }
             })
             .collect();
-        Error::Api { code: failure.code, params }
+        Error::Api {
+            code: failure.code,
+            params,
+        }
     }
 
     /// Sends one call to `target` and decodes the reply. `Err` is a transport or decoding
     /// failure; an API failure is `Ok` with `outcome: Err(Error::Api)`.
-    async fn rpc(&self, target: &Target, method: &str, params: &[Value], login: bool) -> Result<Answer, Error> {
+    async fn rpc(
+        &self,
+        target: &Target,
+        method: &str,
+        params: &[Value],
+        login: bool,
+    ) -> Result<Answer, Error> {
         let endpoint = endpoint_of(&target.url);
         let pinned = matches!(self.http.trust(), Trust::Pinned(_));
-        let extra: &[(&'static str, &'static str)] = if login && pinned { &[(THUMBPRINT_REQUEST, "sha-256:master")] } else { &[] };
+        let extra: &[(&'static str, &'static str)] = if login && pinned {
+            &[(THUMBPRINT_REQUEST, "sha-256:master")]
+        } else {
+            &[]
+        };
         let limit = self.settings.max_response_bytes;
         let (path, reply) = match target.wire {
             Wire::JsonRpc => {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                let body = jsonrpc::encode_call(jsonrpc::Version::V2, &jsonrpc::Id::Int(id), method, params);
+                let body = jsonrpc::encode_call(
+                    jsonrpc::Version::V2,
+                    &jsonrpc::Id::Int(id),
+                    method,
+                    params,
+                );
                 let path = target.url.endpoint("jsonrpc");
-                let reply = self.http.rpc(&endpoint, &path, "application/json", Bytes::from(body), extra, limit).await?;
+                let reply = self
+                    .http
+                    .rpc(
+                        &endpoint,
+                        &path,
+                        "application/json",
+                        Bytes::from(body),
+                        extra,
+                        limit,
+                    )
+                    .await?;
                 (path, reply)
             }
             Wire::XmlRpc => {
                 let body = xmlrpc::encode_call(method, params);
                 let path = target.url.path().to_owned();
-                let reply = self.http.rpc(&endpoint, &path, "text/xml", Bytes::from(body), extra, limit).await?;
+                let reply = self
+                    .http
+                    .rpc(
+                        &endpoint,
+                        &path,
+                        "text/xml",
+                        Bytes::from(body),
+                        extra,
+                        limit,
+                    )
+                    .await?;
                 (path, reply)
             }
         };
@@ -273,7 +332,10 @@ impl Inner {
             Response::Success(value) => Ok(value),
             Response::Failure(failure) => Err(self.redact(failure)),
         };
-        Ok(Answer { outcome, thumbprint })
+        Ok(Answer {
+            outcome,
+            thumbprint,
+        })
     }
 }
 
@@ -285,16 +347,28 @@ struct Answer {
 }
 
 fn endpoint_of(url: &ConnectUrl) -> Endpoint {
-    Endpoint { scheme: url.scheme(), host: url.host().to_owned(), port: url.port() }
+    Endpoint {
+        scheme: url.scheme(),
+        host: url.host().to_owned(),
+        port: url.port(),
+    }
 }
 
 fn decode_reply(wire: Wire, path: &str, reply: &RpcReply) -> Result<Response, Error> {
     if reply.status != StatusCode::OK {
-        return Err(Error::HttpStatus { status: reply.status.as_u16(), method: "POST".into(), path: path.to_owned() });
+        return Err(Error::HttpStatus {
+            status: reply.status.as_u16(),
+            method: "POST".into(),
+            path: path.to_owned(),
+        });
     }
     match wire {
         Wire::JsonRpc => {
-            if !reply.content_type().to_ascii_lowercase().starts_with("application/json") {
+            if !reply
+                .content_type()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+            {
                 return Err(Error::protocol(format!(
                     "{path} answered `{}` instead of application/json",
                     reply.content_type()
@@ -358,18 +432,26 @@ impl Client {
                 if state.closed {
                     return Err(Error::Closed);
                 }
-                (state.session.clone().ok_or(Error::Closed)?, state.generation)
+                (
+                    state.session.clone().ok_or(Error::Closed)?,
+                    state.generation,
+                )
             };
             let mut full = Vec::with_capacity(params.len() + 1);
             full.push(Value::from(session));
             full.extend(params.iter().cloned());
             let target = self.inner.target();
             let call = self.inner.rpc(&target, method, &full, false);
-            let outcome = tokio::time::timeout(self.inner.settings.call_timeout, call).await.map_err(|_| Error::Timeout {
-                context: format!("calling {method}"),
-                seconds: self.inner.settings.call_timeout.as_secs_f64(),
-            })?;
-            let Answer { outcome, thumbprint } = outcome?;
+            let outcome = tokio::time::timeout(self.inner.settings.call_timeout, call)
+                .await
+                .map_err(|_| Error::Timeout {
+                    context: format!("calling {method}"),
+                    seconds: self.inner.settings.call_timeout.as_secs_f64(),
+                })?;
+            let Answer {
+                outcome,
+                thumbprint,
+            } = outcome?;
             match outcome {
                 Ok(value) => return Ok(value),
                 Err(error) if error.is_api(ErrorCode::SessionInvalid) && !relogged => {
@@ -387,24 +469,34 @@ impl Client {
     }
 
     /// Calls `Async.<method>` and returns the task (see [`Client::wait_task`]).
-    pub async fn call_async(&self, method: &str, params: Vec<Value>) -> Result<Ref<crate::refs::Task>, Error> {
+    pub async fn call_async(
+        &self,
+        method: &str,
+        params: Vec<Value>,
+    ) -> Result<Ref<crate::refs::Task>, Error> {
         self.call(&format!("Async.{method}"), params).await
     }
 
     /// Points the client at the master named by a `HOST_IS_SLAVE` error.
     fn follow_master(&self, error: &Error, thumbprint: Option<&str>) -> Result<(), Error> {
-        let Error::Api { params, .. } = error else { return Ok(()) };
-        let address = params.first().filter(|address| !address.is_empty()).ok_or_else(|| {
-            Error::protocol("HOST_IS_SLAVE without the master's address")
-        })?;
-        if matches!(self.inner.http.trust(), Trust::Pinned(_)) && !self.inner.http.has_pin(address) {
+        let Error::Api { params, .. } = error else {
+            return Ok(());
+        };
+        let address = params
+            .first()
+            .filter(|address| !address.is_empty())
+            .ok_or_else(|| Error::protocol("HOST_IS_SLAVE without the master's address"))?;
+        if matches!(self.inner.http.trust(), Trust::Pinned(_)) && !self.inner.http.has_pin(address)
+        {
             let thumbprint = thumbprint.ok_or_else(|| {
                 Error::tls(format!(
                     "the pool master is {address}, but with a pinned certificate the client needs its fingerprint: \
                      the member sent none (connect to the master directly, with its own pin)"
                 ))
             })?;
-            self.inner.http.add_pin(address, Fingerprint::parse(thumbprint)?);
+            self.inner
+                .http
+                .add_pin(address, Fingerprint::parse(thumbprint)?);
         }
         let mut state = self.inner.lock_state();
         tracing::info!(master = %address, "HOST_IS_SLAVE: switching to the pool master");
@@ -430,18 +522,27 @@ impl Client {
                     Value::from(self.inner.settings.version.as_str()),
                     Value::from(self.inner.settings.originator.as_str()),
                 ];
-                let call = self.inner.rpc(&target, "session.login_with_password", &params, true);
-                let outcome = tokio::time::timeout(self.inner.settings.call_timeout, call).await.map_err(|_| Error::Timeout {
-                    context: "logging in".into(),
-                    seconds: self.inner.settings.call_timeout.as_secs_f64(),
-                })?;
+                let call = self
+                    .inner
+                    .rpc(&target, "session.login_with_password", &params, true);
+                let outcome = tokio::time::timeout(self.inner.settings.call_timeout, call)
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        context: "logging in".into(),
+                        seconds: self.inner.settings.call_timeout.as_secs_f64(),
+                    })?;
                 let answer = match outcome {
                     Ok(answer) => answer,
                     Err(error)
                         if self.inner.settings.auto
                             && !fell_back
                             && target.wire == Wire::JsonRpc
-                            && matches!(error, Error::Protocol { .. } | Error::HttpStatus { .. } | Error::Json { .. }) =>
+                            && matches!(
+                                error,
+                                Error::Protocol { .. }
+                                    | Error::HttpStatus { .. }
+                                    | Error::Json { .. }
+                            ) =>
                     {
                         tracing::info!(%error, "JSON-RPC unavailable; falling back to XML-RPC");
                         fell_back = true;
@@ -462,7 +563,10 @@ impl Client {
                     }
                     Err(error) if error.is_api(ErrorCode::HostIsSlave) => {
                         if redirected {
-                            return Err(Error::TooManyRedirects { count: 2, context: "logging in (HOST_IS_SLAVE twice)".into() });
+                            return Err(Error::TooManyRedirects {
+                                count: 2,
+                                context: "logging in (HOST_IS_SLAVE twice)".into(),
+                            });
                         }
                         redirected = true;
                         self.follow_master(&error, answer.thumbprint.as_deref())?;
@@ -482,9 +586,14 @@ impl Client {
             state.closed = true;
             state.session.take()
         };
-        let Some(session) = session else { return Ok(()) };
+        let Some(session) = session else {
+            return Ok(());
+        };
         let target = self.inner.target();
-        let answer = self.inner.rpc(&target, "session.logout", &[Value::from(session)], false).await;
+        let answer = self
+            .inner
+            .rpc(&target, "session.logout", &[Value::from(session)], false)
+            .await;
         self.inner.http.clear_idle();
         match answer?.outcome {
             Ok(_) => Ok(()),
@@ -497,9 +606,16 @@ impl Client {
 impl Drop for Inner {
     fn drop(&mut self) {
         let state = self.state.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let Some(session) = state.session.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let target = Target { url: state.master.clone(), wire: state.wire };
+        let Some(session) = state.session.take() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let target = Target {
+            url: state.master.clone(),
+            wire: state.wire,
+        };
         let http = self.http.clone();
         let limit = self.settings.max_response_bytes;
         runtime.spawn(async move {
@@ -508,14 +624,60 @@ impl Drop for Inner {
                 Wire::JsonRpc => (
                     target.url.endpoint("jsonrpc"),
                     "application/json",
-                    jsonrpc::encode_call(jsonrpc::Version::V2, &jsonrpc::Id::Int(0), "session.logout", &[Value::from(session)]),
+                    jsonrpc::encode_call(
+                        jsonrpc::Version::V2,
+                        &jsonrpc::Id::Int(0),
+                        "session.logout",
+                        &[Value::from(session)],
+                    ),
                 ),
-                Wire::XmlRpc => (target.url.path().to_owned(), "text/xml", xmlrpc::encode_call("session.logout", &[Value::from(session)])),
+                Wire::XmlRpc => (
+                    target.url.path().to_owned(),
+                    "text/xml",
+                    xmlrpc::encode_call("session.logout", &[Value::from(session)]),
+                ),
             };
-            let logout = http.rpc(&endpoint, &path, content_type, Bytes::from(body), &[], limit);
-            if tokio::time::timeout(Duration::from_secs(10), logout).await.is_err() {
+            let logout = http.rpc(
+                &endpoint,
+                &path,
+                content_type,
+                Bytes::from(body),
+                &[],
+                limit,
+            );
+            if tokio::time::timeout(Duration::from_secs(10), logout)
+                .await
+                .is_err()
+            {
                 tracing::debug!("background logout timed out");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+
+    #[test]
+    fn handles_cross_tasks() {
+        send_sync::<Client>();
+        send_sync::<Error>();
+        send::<crate::transfer::Download>();
+        send::<crate::transfer::UploadBody>();
+    }
+
+    #[test]
+    fn builder_debug_hides_the_password() {
+        let url = ConnectUrl::parse("https://root:hunter2@host").unwrap();
+        let builder = ClientBuilder::new(url).password(Secret::new("hunter3"));
+        let shown = format!("{builder:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("hunter3"),
+            "{shown}"
+        );
     }
 }

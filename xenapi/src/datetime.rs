@@ -49,7 +49,10 @@ impl DateTime {
 
     /// Builds a datetime from its parts, checking every range (year 0..=9999, a real day of
     /// that month, second up to 60 for a leap second, offset within ±23:59).
-    #[allow(clippy::too_many_arguments, reason = "one argument per calendar field reads best here")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one argument per calendar field reads best here"
+    )]
     pub fn new(
         year: u16,
         month: u8,
@@ -73,7 +76,16 @@ impl DateTime {
             && second <= 60
             && nanos < 1_000_000_000
             && offset_ok;
-        valid.then_some(DateTime { year, month, day, hour, minute, second, nanos, zone })
+        valid.then_some(DateTime {
+            year,
+            month,
+            day,
+            hour,
+            minute,
+            second,
+            nanos,
+            zone,
+        })
     }
 
     /// The UTC datetime `seconds` after the Unix epoch, if it falls in years 0..=9999.
@@ -138,8 +150,13 @@ impl DateTime {
     /// with or without colons in the time, an optional fraction, and a zone that is `Z`,
     /// `±HH:MM`, `±HHMM`, `±HH` or absent.
     pub fn parse(text: &str) -> Result<DateTime, Error> {
-        let invalid = || Error::InvalidDateTime { text: truncate_for_error(text) };
-        let mut cursor = Cursor { bytes: text.as_bytes(), pos: 0 };
+        let invalid = || Error::InvalidDateTime {
+            text: truncate_for_error(text),
+        };
+        let mut cursor = Cursor {
+            bytes: text.as_bytes(),
+            pos: 0,
+        };
         let year = cursor.digits(4).ok_or_else(invalid)?;
         cursor.eat(b'-');
         let month = cursor.digits(2).ok_or_else(invalid)?;
@@ -177,7 +194,11 @@ impl DateTime {
                 cursor.pos += 1;
                 let hours = cursor.digits(2).ok_or_else(invalid)?;
                 cursor.eat(b':');
-                let minutes = if cursor.peek().is_some() { cursor.digits(2).ok_or_else(invalid)? } else { 0 };
+                let minutes = if cursor.peek().is_some() {
+                    cursor.digits(2).ok_or_else(invalid)?
+                } else {
+                    0
+                };
                 let total = i16::try_from(hours * 60 + minutes).map_err(|_| invalid())?;
                 Zone::Offset(if sign == b'-' { -total } else { total })
             }
@@ -269,7 +290,7 @@ pub(crate) fn truncate_for_error(text: &str) -> String {
 }
 
 fn is_leap(year: u16) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
+    (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400)
 }
 
 fn days_in_month(year: u16, month: u8) -> u8 {
@@ -298,13 +319,22 @@ fn civil_from_days(days: i64) -> Option<(u16, u8, u8)> {
     let shifted = days.checked_add(719_468)?;
     let era = shifted.div_euclid(146_097);
     let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let shifted_month = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
     let year = year_of_era.checked_add(era.checked_mul(400)?)? + i64::from(month <= 2);
-    Some((u16::try_from(year).ok()?, u8::try_from(month).ok()?, u8::try_from(day).ok()?))
+    Some((
+        u16::try_from(year).ok()?,
+        u8::try_from(month).ok()?,
+        u8::try_from(day).ok()?,
+    ))
 }
 
 #[cfg(test)]
@@ -333,13 +363,22 @@ mod tests {
         let fraction = DateTime::parse("2025-03-19T04:16:24.250Z").unwrap();
         assert_eq!(fraction.nanos(), 250_000_000);
         assert_eq!(fraction.to_string(), "20250319T04:16:24.25Z");
-        assert_eq!(DateTime::parse("19700101T00:00:00Z").unwrap(), DateTime::EPOCH);
+        assert_eq!(
+            DateTime::parse("19700101T00:00:00Z").unwrap(),
+            DateTime::EPOCH
+        );
     }
 
     #[test]
     fn rejects_nonsense() {
-        for text in ["", "2025", "20250230T00:00:00Z", "20250319T24:00:00Z", "20250319T04:16:24Q", "20250319X04:16:24Z"]
-        {
+        for text in [
+            "",
+            "2025",
+            "20250230T00:00:00Z",
+            "20250319T24:00:00Z",
+            "20250319T04:16:24Q",
+            "20250319X04:16:24Z",
+        ] {
             assert!(DateTime::parse(text).is_err(), "{text}");
         }
     }
@@ -350,6 +389,9 @@ mod tests {
         // 2000-02-29 is a leap day: 11016 days after the epoch.
         let leap = DateTime::from_unix_seconds(11_016 * 86_400).unwrap();
         assert_eq!((leap.year(), leap.month(), leap.day()), (2000, 2, 29));
-        assert_eq!(DateTime::from_unix_seconds(-1).unwrap().to_string(), "19691231T23:59:59Z");
+        assert_eq!(
+            DateTime::from_unix_seconds(-1).unwrap().to_string(),
+            "19691231T23:59:59Z"
+        );
     }
 }

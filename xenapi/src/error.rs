@@ -180,26 +180,46 @@ impl Error {
     }
 
     pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 
-    pub(crate) fn http(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Error {
-        Error::Http { context: context.into(), source: Box::new(source) }
+    pub(crate) fn http(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Http {
+            context: context.into(),
+            source: Box::new(source),
+        }
     }
 
     pub(crate) fn tls(reason: impl Into<String>) -> Error {
-        Error::Tls { reason: reason.into(), source: None }
+        Error::Tls {
+            reason: reason.into(),
+            source: None,
+        }
     }
 
     pub(crate) fn protocol(reason: impl Into<String>) -> Error {
-        Error::Protocol { reason: reason.into() }
+        Error::Protocol {
+            reason: reason.into(),
+        }
     }
 
     pub(crate) fn with_field(self, name: &str) -> Error {
         match self {
-            Error::Conversion { expected, found, field: None } => {
-                Error::Conversion { expected, found, field: Some(name.to_owned()) }
-            }
+            Error::Conversion {
+                expected,
+                found,
+                field: None,
+            } => Error::Conversion {
+                expected,
+                found,
+                field: Some(name.to_owned()),
+            },
             other => other,
         }
     }
@@ -358,12 +378,24 @@ mod tests {
 
     #[test]
     fn codes_parse_and_print() {
-        assert_eq!(ErrorCode::parse("HOST_IS_SLAVE"), Some(ErrorCode::HostIsSlave));
-        assert_eq!(ErrorCode::parse("SR_BACKEND_FAILURE_460"), Some(ErrorCode::SrBackendFailure));
+        assert_eq!(
+            ErrorCode::parse("HOST_IS_SLAVE"),
+            Some(ErrorCode::HostIsSlave)
+        );
+        assert_eq!(
+            ErrorCode::parse("SR_BACKEND_FAILURE_460"),
+            Some(ErrorCode::SrBackendFailure)
+        );
         assert_eq!(ErrorCode::parse("SOMETHING_NEW"), None);
         assert_eq!(ErrorCode::VdiInUse.as_str(), "VDI_IN_USE");
-        let error = Error::Api { code: "VDI_IN_USE".into(), params: vec!["OpaqueRef:1".into(), "destroy".into()] };
+        let error = Error::Api {
+            code: "VDI_IN_USE".into(),
+            params: vec!["OpaqueRef:1".into(), "destroy".into()],
+        };
         assert!(error.is_api(ErrorCode::VdiInUse));
-        assert_eq!(error.to_string(), r#"XenAPI error VDI_IN_USE ["OpaqueRef:1"; "destroy"]"#);
+        assert_eq!(
+            error.to_string(),
+            r#"XenAPI error VDI_IN_USE ["OpaqueRef:1"; "destroy"]"#
+        );
     }
 }

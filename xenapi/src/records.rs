@@ -13,7 +13,10 @@ use std::fmt;
 
 use crate::datetime::DateTime;
 use crate::error::Error;
-use crate::refs::{Class, Console, Host, Network, Pbd, Pif, Pool, Ref, Sr, Task, Vbd, Vdi, Vif, Vm, VmGuestMetrics, VmMetrics};
+use crate::refs::{
+    Class, Console, Host, Network, Pbd, Pif, Pool, Ref, Sr, Task, Vbd, Vdi, Vif, Vm,
+    VmGuestMetrics, VmMetrics,
+};
 use crate::value::{FromValue, StringMap, Value, mismatch};
 
 /// A class whose `get_record` this crate decodes into a typed record.
@@ -282,8 +285,9 @@ xapi_enum! {
 macro_rules! record {
     ($(#[$meta:meta])* pub struct $name:ident for $class:ty { $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $wire:literal, )* }) => {
         $(#[$meta])*
+        ///
+        /// Build one with `..Default::default()`: fields are added as xapi grows.
         #[derive(Clone, Debug, Default, PartialEq)]
-        #[non_exhaustive]
         pub struct $name {
             $( $(#[$fmeta])* pub $field: $ty, )*
         }
@@ -864,8 +868,15 @@ impl VmRecord {
     /// fields such as `power_state` are not accepted by xapi). xapi ignores
     /// `blocked_operations` here: set it afterwards.
     pub fn create_args(&self) -> Value {
-        let Value::Struct(members) = self.to_value() else { return Value::Struct(Vec::new()) };
-        Value::Struct(members.into_iter().filter(|(name, _)| VM_CREATE_FIELDS.contains(&name.as_str())).collect())
+        let Value::Struct(members) = self.to_value() else {
+            return Value::Struct(Vec::new());
+        };
+        Value::Struct(
+            members
+                .into_iter()
+                .filter(|(name, _)| VM_CREATE_FIELDS.contains(&name.as_str()))
+                .collect(),
+        )
     }
 }
 
@@ -946,7 +957,6 @@ record! {
 /// One entry of `VDI.get_nbd_info` (`vdi_nbd_server_info`). `exportname` embeds the caller's
 /// session, so `Debug` redacts it.
 #[derive(Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
 pub struct NbdInfo {
     /// `/<vdi-uuid>?session_id=<session ref>`: a secret.
     pub exportname: String,
@@ -973,7 +983,9 @@ impl fmt::Debug for NbdInfo {
 
 impl FromValue for NbdInfo {
     fn from_value(value: Value) -> Result<Self, Error> {
-        let Value::Struct(members) = value else { return Err(mismatch("record", &value)) };
+        let Value::Struct(members) = value else {
+            return Err(mismatch("record", &value));
+        };
         let mut info = NbdInfo::default();
         for (name, item) in members {
             let field = |error: Error| error.with_field(&name);
@@ -1004,7 +1016,6 @@ xapi_enum! {
 
 /// One event of an `event.from` batch.
 #[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
 pub struct Event {
     /// DB generation, decimal string.
     pub id: String,
@@ -1020,7 +1031,6 @@ pub struct Event {
 
 /// The result of `event.from`.
 #[derive(Clone, Debug, Default, PartialEq)]
-#[non_exhaustive]
 pub struct EventBatch {
     /// Events, coalesced per object.
     pub events: Vec<Event>,
@@ -1032,14 +1042,27 @@ pub struct EventBatch {
 
 impl FromValue for Event {
     fn from_value(value: Value) -> Result<Self, Error> {
-        let Value::Struct(members) = value else { return Err(mismatch("event", &value)) };
+        let Value::Struct(members) = value else {
+            return Err(mismatch("event", &value));
+        };
         let mut event = Event::default();
         for (name, item) in members {
             match name.as_str() {
-                "id" => event.id = String::from_value(item).map_err(|error| error.with_field("id"))?,
-                "class" => event.class = String::from_value(item).map_err(|error| error.with_field("class"))?,
-                "operation" => event.operation = EventOperation::from_value(item).map_err(|error| error.with_field("operation"))?,
-                "ref" => event.reference = String::from_value(item).map_err(|error| error.with_field("ref"))?,
+                "id" => {
+                    event.id = String::from_value(item).map_err(|error| error.with_field("id"))?
+                }
+                "class" => {
+                    event.class =
+                        String::from_value(item).map_err(|error| error.with_field("class"))?
+                }
+                "operation" => {
+                    event.operation = EventOperation::from_value(item)
+                        .map_err(|error| error.with_field("operation"))?
+                }
+                "ref" => {
+                    event.reference =
+                        String::from_value(item).map_err(|error| error.with_field("ref"))?
+                }
                 "snapshot" => event.snapshot = Some(item),
                 _ => {}
             }
@@ -1050,15 +1073,24 @@ impl FromValue for Event {
 
 impl FromValue for EventBatch {
     fn from_value(value: Value) -> Result<Self, Error> {
-        let Value::Struct(members) = value else { return Err(mismatch("event batch", &value)) };
+        let Value::Struct(members) = value else {
+            return Err(mismatch("event batch", &value));
+        };
         let mut batch = EventBatch::default();
         for (name, item) in members {
             match name.as_str() {
-                "events" => batch.events = Vec::from_value(item).map_err(|error| error.with_field("events"))?,
-                "valid_ref_counts" => {
-                    batch.valid_ref_counts = BTreeMap::from_value(item).map_err(|error| error.with_field("valid_ref_counts"))?;
+                "events" => {
+                    batch.events =
+                        Vec::from_value(item).map_err(|error| error.with_field("events"))?
                 }
-                "token" => batch.token = String::from_value(item).map_err(|error| error.with_field("token"))?,
+                "valid_ref_counts" => {
+                    batch.valid_ref_counts = BTreeMap::from_value(item)
+                        .map_err(|error| error.with_field("valid_ref_counts"))?;
+                }
+                "token" => {
+                    batch.token =
+                        String::from_value(item).map_err(|error| error.with_field("token"))?
+                }
                 _ => {}
             }
         }
@@ -1075,8 +1107,14 @@ mod tests {
     fn enums_keep_unknown_values() {
         assert_eq!(PowerState::parse("Running"), PowerState::Running);
         assert_eq!(PowerState::parse("running"), PowerState::Running);
-        assert_eq!(PowerState::parse("Crashed"), PowerState::Unknown("Crashed".into()));
-        assert_eq!(Value::from(PowerState::Unknown("Crashed".into())), Value::from("Crashed"));
+        assert_eq!(
+            PowerState::parse("Crashed"),
+            PowerState::Unknown("Crashed".into())
+        );
+        assert_eq!(
+            Value::from(PowerState::Unknown("Crashed".into())),
+            Value::from("Crashed")
+        );
         assert_eq!(VdiType::parse("cbt_metadata"), VdiType::CbtMetadata);
     }
 
@@ -1085,23 +1123,34 @@ mod tests {
         // The spec §1.2 fragment over XML-RPC (ints untyped) and its JSON equivalent.
         let xml = "<value><struct><member><name>uuid</name><value>9f2b</value></member><member><name>virtual_size</name><value>10737418240</value></member><member><name>sharable</name><value><boolean>0</boolean></value></member><member><name>type</name><value>user</value></member><member><name>snapshot_time</name><value><dateTime.iso8601>19700101T00:00:00Z</dateTime.iso8601></value></member><member><name>SR</name><value>OpaqueRef:5e1f</value></member><member><name>VBDs</name><value><array><data></data></array></value></member><member><name>sm_config</name><value><struct><member><name>vhd-parent</name><value>1c2d</value></member></struct></value></member><member><name>future_field</name><value>x</value></member></struct></value>";
         let json = r#"{"uuid":"9f2b","virtual_size":10737418240,"sharable":false,"type":"user","snapshot_time":"19700101T00:00:00Z","SR":"OpaqueRef:5e1f","VBDs":[],"sm_config":{"vhd-parent":"1c2d"},"future_field":"x"}"#;
-        let from_xml: VdiRecord = xmlrpc::decode_value(xml.as_bytes()).unwrap().decode().unwrap();
-        let from_json: VdiRecord = jsonrpc::decode_value(json.as_bytes()).unwrap().decode().unwrap();
+        let from_xml: VdiRecord = xmlrpc::decode_value(xml.as_bytes())
+            .unwrap()
+            .decode()
+            .unwrap();
+        let from_json: VdiRecord = jsonrpc::decode_value(json.as_bytes())
+            .unwrap()
+            .decode()
+            .unwrap();
         assert_eq!(from_xml, from_json);
         assert_eq!(from_xml.virtual_size, 10_737_418_240);
         assert_eq!(from_xml.vdi_type, VdiType::User);
         assert_eq!(from_xml.sr, Ref::new("OpaqueRef:5e1f"));
-        assert_eq!(from_xml.sm_config.get("vhd-parent").map(String::as_str), Some("1c2d"));
+        assert_eq!(
+            from_xml.sm_config.get("vhd-parent").map(String::as_str),
+            Some("1c2d")
+        );
         assert_eq!(from_xml.snapshot_time, DateTime::EPOCH);
     }
 
     #[test]
     fn record_round_trip_and_field_errors() {
-        let mut vm = VmRecord::default();
-        vm.name_label = "web01".into();
-        vm.memory_static_max = 4 << 30;
-        vm.power_state = PowerState::Running;
-        vm.hvm_shadow_multiplier = 1.0;
+        let vm = VmRecord {
+            name_label: "web01".into(),
+            memory_static_max: 4 << 30,
+            power_state: PowerState::Running,
+            hvm_shadow_multiplier: 1.0,
+            ..VmRecord::default()
+        };
         let back: VmRecord = vm.to_value().decode().unwrap();
         assert_eq!(back, vm);
         let args = vm.create_args();
@@ -1116,7 +1165,10 @@ mod tests {
     #[test]
     fn event_batch() {
         let json = r#"{"events":[{"id":"118733","timestamp":"0.0","class":"task","operation":"mod","ref":"OpaqueRef:44e0","snapshot":{"status":"success","progress":1.0,"result":"<value>OpaqueRef:9b7c</value>","error_info":[]}},{"id":"5","class":"vm","operation":"del","ref":"OpaqueRef:1"}],"valid_ref_counts":{"vm":14,"task":3},"token":"00000000000000118733,00000000000000000000"}"#;
-        let batch: EventBatch = jsonrpc::decode_value(json.as_bytes()).unwrap().decode().unwrap();
+        let batch: EventBatch = jsonrpc::decode_value(json.as_bytes())
+            .unwrap()
+            .decode()
+            .unwrap();
         assert_eq!(batch.events.len(), 2);
         let task: TaskRecord = batch.events[0].snapshot.clone().unwrap().decode().unwrap();
         assert_eq!(task.status, TaskStatus::Success);
@@ -1128,7 +1180,10 @@ mod tests {
     #[test]
     fn nbd_info_debug_redacts_the_session() {
         let info: NbdInfo = Value::structure([
-            ("exportname", Value::from("/uuid?session_id=OpaqueRef:secret")),
+            (
+                "exportname",
+                Value::from("/uuid?session_id=OpaqueRef:secret"),
+            ),
             ("address", Value::from("192.0.2.1")),
             ("port", Value::from("10809")),
         ])

@@ -94,7 +94,10 @@ pub struct Ref<C: Class> {
 impl<C: Class> Ref<C> {
     /// Wraps a ref string.
     pub fn new(text: impl Into<String>) -> Ref<C> {
-        Ref { text: text.into(), class: PhantomData }
+        Ref {
+            text: text.into(),
+            class: PhantomData,
+        }
     }
 
     /// `OpaqueRef:NULL`.
@@ -162,7 +165,11 @@ impl<C: Class> fmt::Debug for Ref<C> {
 
 impl<C: Class> fmt::Display for Ref<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if C::SECRET { f.write_str("OpaqueRef:<redacted>") } else { f.write_str(&self.text) }
+        if C::SECRET {
+            f.write_str("OpaqueRef:<redacted>")
+        } else {
+            f.write_str(&self.text)
+        }
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tracing::Instrument as _;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::client::Client;
 use crate::codec::xmlrpc;
@@ -42,7 +42,10 @@ impl fmt::Debug for WaitOptions {
 impl WaitOptions {
     /// Waits at most `timeout`.
     pub fn with_timeout(timeout: Duration) -> WaitOptions {
-        WaitOptions { timeout: Some(timeout), ..WaitOptions::default() }
+        WaitOptions {
+            timeout: Some(timeout),
+            ..WaitOptions::default()
+        }
     }
 
     /// Adds a cancellation token.
@@ -66,7 +69,11 @@ impl Client {
     /// task that vanished gives `HANDLE_INVALID`. On timeout or cancellation the task is
     /// asked to cancel (`task.cancel`) and destroyed, and [`Error::Timeout`] or
     /// [`Error::Cancelled`] is returned.
-    pub async fn wait_task(&self, task: &Ref<Task>, options: &WaitOptions) -> Result<Option<Value>, Error> {
+    pub async fn wait_task(
+        &self,
+        task: &Ref<Task>,
+        options: &WaitOptions,
+    ) -> Result<Option<Value>, Error> {
         let span = tracing::debug_span!("xenapi_task", task = %task);
         let record = self.wait_task_record(task, options).instrument(span).await;
         let record = match record {
@@ -84,30 +91,49 @@ impl Client {
     /// `Async.<method>` + [`Client::wait_task`] + conversion of the result.
     ///
     /// A void result (`<value></value>` or none) converts into `()`.
-    pub async fn run_async<T: FromValue>(&self, method: &str, params: Vec<Value>, options: &WaitOptions) -> Result<T, Error> {
+    pub async fn run_async<T: FromValue>(
+        &self,
+        method: &str,
+        params: Vec<Value>,
+        options: &WaitOptions,
+    ) -> Result<T, Error> {
         let task = self.call_async(method, params).await?;
         let result = self.wait_task(&task, options).await?;
         result.unwrap_or_else(Value::void).decode()
     }
 
     /// Waits for the task to finish and returns its final record (the task is not destroyed).
-    pub async fn wait_task_record(&self, task: &Ref<Task>, options: &WaitOptions) -> Result<TaskRecord, Error> {
+    pub async fn wait_task_record(
+        &self,
+        task: &Ref<Task>,
+        options: &WaitOptions,
+    ) -> Result<TaskRecord, Error> {
         let deadline = options.timeout.map(|timeout| Instant::now() + timeout);
         let cancel = options.cancel.clone().unwrap_or_default();
-        let subscription = Value::Array(vec![Value::from(format!("{}/{}", Task::NAME, task.as_str()))]);
+        let subscription = Value::Array(vec![Value::from(format!(
+            "{}/{}",
+            Task::NAME,
+            task.as_str()
+        ))]);
         let mut token = String::new();
         let mut last_progress = None;
         loop {
             let poll = match deadline {
                 Some(deadline) => {
-                    let left = deadline.saturating_duration_since(Instant::now()).as_secs_f64();
+                    let left = deadline
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64();
                     left.clamp(0.0, EVENT_POLL_SECONDS)
                 }
                 None => EVENT_POLL_SECONDS,
             };
             let call = self.call::<EventBatch>(
                 "event.from",
-                vec![subscription.clone(), Value::from(token.as_str()), Value::Double(poll)],
+                vec![
+                    subscription.clone(),
+                    Value::from(token.as_str()),
+                    Value::Double(poll),
+                ],
             );
             let sleep_until_deadline = async {
                 match deadline {
@@ -128,12 +154,21 @@ impl Client {
             let first = token.is_empty();
             token = batch.token;
             let mut seen = false;
-            for event in batch.events.into_iter().filter(|event| event.reference == task.as_str()) {
+            for event in batch
+                .events
+                .into_iter()
+                .filter(|event| event.reference == task.as_str())
+            {
                 seen = true;
                 if event.operation == EventOperation::Del {
-                    return Err(Error::Api { code: ErrorCode::HandleInvalid.as_str().into(), params: vec![Task::NAME.into(), task.to_string()] });
+                    return Err(Error::Api {
+                        code: ErrorCode::HandleInvalid.as_str().into(),
+                        params: vec![Task::NAME.into(), task.to_string()],
+                    });
                 }
-                let Some(snapshot) = event.snapshot else { continue };
+                let Some(snapshot) = event.snapshot else {
+                    continue;
+                };
                 let record: TaskRecord = snapshot.decode()?;
                 if last_progress != Some(record.progress) {
                     last_progress = Some(record.progress);
@@ -148,7 +183,9 @@ impl Client {
             if first && !seen {
                 // A snapshot from "" always includes the task if it exists: check it directly,
                 // which also surfaces HANDLE_INVALID for a task already garbage-collected.
-                let record: TaskRecord = self.call("task.get_record", vec![Value::from(task)]).await?;
+                let record: TaskRecord = self
+                    .call("task.get_record", vec![Value::from(task)])
+                    .await?;
                 if record.status != TaskStatus::Pending {
                     return Ok(record);
                 }
@@ -158,21 +195,31 @@ impl Client {
 
     /// Best effort: cancel then destroy (used when the caller gives up on a task).
     pub(crate) async fn abandon_task(&self, task: &Ref<Task>) {
-        if let Err(error) = self.call::<()>("task.cancel", vec![Value::from(task)]).await {
+        if let Err(error) = self
+            .call::<()>("task.cancel", vec![Value::from(task)])
+            .await
+        {
             tracing::debug!(%error, %task, "task.cancel failed");
         }
         self.destroy_task_quietly(task).await;
     }
 
     pub(crate) async fn destroy_task_quietly(&self, task: &Ref<Task>) {
-        if let Err(error) = self.call::<()>("task.destroy", vec![Value::from(task)]).await {
+        if let Err(error) = self
+            .call::<()>("task.destroy", vec![Value::from(task)])
+            .await
+        {
             tracing::debug!(%error, %task, "task.destroy failed");
         }
     }
 
     /// `task.create(label, description)`: a client-owned pending task (for HTTP transfers).
     pub async fn task_create(&self, label: &str, description: &str) -> Result<Ref<Task>, Error> {
-        self.call("task.create", vec![Value::from(label), Value::from(description)]).await
+        self.call(
+            "task.create",
+            vec![Value::from(label), Value::from(description)],
+        )
+        .await
     }
 
     /// `task.cancel`.
@@ -193,11 +240,16 @@ pub fn task_outcome(record: &TaskRecord) -> Result<Option<Value>, Error> {
         TaskStatus::Cancelled => Err(Error::TaskCancelled),
         TaskStatus::Failure | TaskStatus::Cancelling | TaskStatus::Unknown(_) => {
             let mut info = record.error_info.iter().cloned();
-            let code = info.next().unwrap_or_else(|| format!("task ended with status {}", record.status));
+            let code = info
+                .next()
+                .unwrap_or_else(|| format!("task ended with status {}", record.status));
             if code == ErrorCode::TaskCancelled.as_str() {
                 return Err(Error::TaskCancelled);
             }
-            Err(Error::Api { code, params: info.collect() })
+            Err(Error::Api {
+                code,
+                params: info.collect(),
+            })
         }
         TaskStatus::Pending => Err(Error::protocol("task is still pending")),
     }

@@ -32,7 +32,8 @@ impl Fingerprint {
             .find_map(|prefix| lower.strip_prefix(prefix))
             .unwrap_or(&lower);
         let compact: String = body.chars().filter(|c| *c != ':').collect();
-        let bytes = hex::decode(&compact).map_err(|_| Error::tls("the fingerprint is not hexadecimal"))?;
+        let bytes =
+            hex::decode(&compact).map_err(|_| Error::tls("the fingerprint is not hexadecimal"))?;
         let array: [u8; 32] = bytes
             .try_into()
             .map_err(|_| Error::tls("a SHA-256 fingerprint has 32 bytes (64 hex digits)"))?;
@@ -51,7 +52,10 @@ impl Fingerprint {
         let first = rustls_pemfile::certs(&mut reader)
             .next()
             .ok_or_else(|| Error::tls("no certificate in the PEM text"))?
-            .map_err(|error| Error::Tls { reason: "unreadable PEM certificate".into(), source: Some(Box::new(error)) })?;
+            .map_err(|error| Error::Tls {
+                reason: "unreadable PEM certificate".into(),
+                source: Some(Box::new(error)),
+            })?;
         Ok(Fingerprint::of_der(first.as_ref()))
     }
 
@@ -100,10 +104,27 @@ pub enum Trust {
 impl Trust {
     /// Trust the CA certificates in a PEM file.
     pub fn ca_file(path: &Path) -> Result<Trust, Error> {
-        let pem = std::fs::read(path).map_err(|source| Error::io(format!("reading CA file {}", path.display()), source))?;
+        let pem = std::fs::read(path)
+            .map_err(|source| Error::io(format!("reading CA file {}", path.display()), source))?;
         // Validate now so that a bad file fails at configuration time.
         roots_from_pem(&pem)?;
         Ok(Trust::CaPem(pem))
+    }
+
+    /// The operating system's CA bundle (the first of the usual Linux/BSD locations that
+    /// exists), or the Mozilla roots when there is none.
+    pub fn system_roots() -> Trust {
+        const BUNDLES: [&str; 5] = [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/ca-bundle.pem",
+            "/etc/ssl/cert.pem",
+            "/usr/local/share/certs/ca-root-nss.crt",
+        ];
+        BUNDLES
+            .iter()
+            .find_map(|path| Trust::ca_file(Path::new(path)).ok())
+            .unwrap_or(Trust::WebPkiRoots)
     }
 
     /// A pin from its text form (see [`Fingerprint::parse`]).
@@ -116,20 +137,33 @@ impl Trust {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|error| Error::Tls { reason: "no usable TLS versions".into(), source: Some(Box::new(error)) })?;
+            .map_err(|error| Error::Tls {
+                reason: "no usable TLS versions".into(),
+                source: Some(Box::new(error)),
+            })?;
         let config = match self {
             Trust::WebPkiRoots => {
-                let roots = RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+                let roots = RootCertStore {
+                    roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+                };
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
-            Trust::CaPem(pem) => builder.with_root_certificates(roots_from_pem(pem)?).with_no_client_auth(),
+            Trust::CaPem(pem) => builder
+                .with_root_certificates(roots_from_pem(pem)?)
+                .with_no_client_auth(),
             Trust::Pinned(fingerprint) => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Verifier { pin: Some(*fingerprint), provider }))
+                .with_custom_certificate_verifier(Arc::new(Verifier {
+                    pin: Some(*fingerprint),
+                    provider,
+                }))
                 .with_no_client_auth(),
             Trust::InsecureSkipVerification => builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(Verifier { pin: None, provider }))
+                .with_custom_certificate_verifier(Arc::new(Verifier {
+                    pin: None,
+                    provider,
+                }))
                 .with_no_client_auth(),
         };
         Ok(Arc::new(config))
@@ -140,11 +174,14 @@ fn roots_from_pem(pem: &[u8]) -> Result<RootCertStore, Error> {
     let mut roots = RootCertStore::empty();
     let mut reader = pem;
     for certificate in rustls_pemfile::certs(&mut reader) {
-        let certificate = certificate
-            .map_err(|error| Error::Tls { reason: "unreadable CA certificate".into(), source: Some(Box::new(error)) })?;
-        roots
-            .add(certificate)
-            .map_err(|error| Error::Tls { reason: "unusable CA certificate".into(), source: Some(Box::new(error)) })?;
+        let certificate = certificate.map_err(|error| Error::Tls {
+            reason: "unreadable CA certificate".into(),
+            source: Some(Box::new(error)),
+        })?;
+        roots.add(certificate).map_err(|error| Error::Tls {
+            reason: "unusable CA certificate".into(),
+            source: Some(Box::new(error)),
+        })?;
     }
     if roots.is_empty() {
         return Err(Error::tls("no certificate in the CA file"));
@@ -177,7 +214,9 @@ impl ServerCertVerifier for Verifier {
                     Ok(ServerCertVerified::assertion())
                 } else {
                     tracing::warn!(expected = %pin, found = %found, "TLS certificate does not match the pinned fingerprint");
-                    Err(rustls::Error::General(format!("certificate fingerprint {found} does not match the pin {pin}")))
+                    Err(rustls::Error::General(format!(
+                        "certificate fingerprint {found} does not match the pin {pin}"
+                    )))
                 }
             }
         }
@@ -189,7 +228,12 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -198,11 +242,18 @@ impl ServerCertVerifier for Verifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -215,8 +266,17 @@ mod tests {
         let hex = "3f".repeat(32);
         let colons: Vec<String> = (0..32).map(|_| "3F".to_owned()).collect();
         let colon_form = colons.join(":");
-        for text in [hex.clone(), colon_form.clone(), format!("sha256:{hex}"), format!("SHA256 Fingerprint={colon_form}")] {
-            assert_eq!(Fingerprint::parse(&text).unwrap(), Fingerprint([0x3f; 32]), "{text}");
+        for text in [
+            hex.clone(),
+            colon_form.clone(),
+            format!("sha256:{hex}"),
+            format!("SHA256 Fingerprint={colon_form}"),
+        ] {
+            assert_eq!(
+                Fingerprint::parse(&text).unwrap(),
+                Fingerprint([0x3f; 32]),
+                "{text}"
+            );
         }
         assert_eq!(Fingerprint([0x3f; 32]).to_string(), colon_form);
         assert!(Fingerprint::parse("3f3f").is_err());
@@ -226,6 +286,7 @@ mod tests {
     #[test]
     fn configs_build() {
         assert!(Trust::default().client_config().is_ok());
+        assert!(Trust::system_roots().client_config().is_ok());
         assert!(Trust::InsecureSkipVerification.client_config().is_ok());
         assert!(Trust::Pinned(Fingerprint([1; 32])).client_config().is_ok());
         assert!(Trust::CaPem(b"not pem".to_vec()).client_config().is_err());

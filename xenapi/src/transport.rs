@@ -46,8 +46,16 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn authority(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == self.scheme.default_port() { host } else { format!("{host}:{}", self.port) }
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == self.scheme.default_port() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
     }
 }
 
@@ -60,7 +68,10 @@ pub(crate) struct RpcReply {
 
 impl RpcReply {
     pub(crate) fn content_type(&self) -> &str {
-        self.headers.get(CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or_default()
+        self.headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or_default()
     }
 }
 
@@ -79,7 +90,11 @@ enum Stream {
 }
 
 impl AsyncRead for Stream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
             Stream::Tls(stream) => Pin::new(stream).poll_read(cx, buf),
@@ -88,7 +103,11 @@ impl AsyncRead for Stream {
 }
 
 impl AsyncWrite for Stream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
             Stream::Tls(stream) => Pin::new(stream).poll_write(cx, buf),
@@ -113,7 +132,9 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 pub(crate) fn full_body(bytes: Bytes) -> RequestBody {
-    Full::new(bytes).map_err(|never| match never {}).boxed_unsync()
+    Full::new(bytes)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 impl HttpClient {
@@ -158,21 +179,35 @@ impl HttpClient {
 
     async fn connect(&self, endpoint: &Endpoint) -> Result<Stream, Error> {
         let context = || format!("connecting to {}", endpoint.authority());
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect((endpoint.host.as_str(), endpoint.port)))
-            .await
-            .map_err(|_| Error::Timeout { context: context(), seconds: self.connect_timeout.as_secs_f64() })?
+        let tcp = tokio::time::timeout(
+            self.connect_timeout,
+            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+        )
+        .await
+        .map_err(|_| Error::Timeout {
+            context: context(),
+            seconds: self.connect_timeout.as_secs_f64(),
+        })?
+        .map_err(|source| Error::io(context(), source))?;
+        tcp.set_nodelay(true)
             .map_err(|source| Error::io(context(), source))?;
-        tcp.set_nodelay(true).map_err(|source| Error::io(context(), source))?;
         match endpoint.scheme {
             Scheme::Http => Ok(Stream::Plain(tcp)),
             Scheme::Https => {
                 let config = self.config_for(&endpoint.host)?;
-                let name = ServerName::try_from(endpoint.host.clone())
-                    .map_err(|_| Error::tls(format!("`{}` is not a valid TLS server name", endpoint.host)))?;
+                let name = ServerName::try_from(endpoint.host.clone()).map_err(|_| {
+                    Error::tls(format!(
+                        "`{}` is not a valid TLS server name",
+                        endpoint.host
+                    ))
+                })?;
                 let handshake = TlsConnector::from(config).connect(name, tcp);
                 let tls = tokio::time::timeout(self.connect_timeout, handshake)
                     .await
-                    .map_err(|_| Error::Timeout { context: context(), seconds: self.connect_timeout.as_secs_f64() })?
+                    .map_err(|_| Error::Timeout {
+                        context: context(),
+                        seconds: self.connect_timeout.as_secs_f64(),
+                    })?
                     .map_err(|source| Error::Tls {
                         reason: format!("handshake with {} failed", endpoint.authority()),
                         source: Some(Box::new(source)),
@@ -186,11 +221,23 @@ impl HttpClient {
     pub(crate) async fn open(
         &self,
         endpoint: &Endpoint,
-    ) -> Result<(SendRequest<RequestBody>, JoinHandle<Result<(), hyper::Error>>), Error> {
+    ) -> Result<
+        (
+            SendRequest<RequestBody>,
+            JoinHandle<Result<(), hyper::Error>>,
+        ),
+        Error,
+    > {
         let stream = self.connect(endpoint).await?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| Error::http(format!("HTTP handshake with {}", endpoint.authority()), error))?;
+        let (sender, connection) =
+            http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|error| {
+                    Error::http(
+                        format!("HTTP handshake with {}", endpoint.authority()),
+                        error,
+                    )
+                })?;
         let driver = tokio::spawn(connection);
         Ok((sender, driver))
     }
@@ -240,7 +287,10 @@ impl HttpClient {
                 if reused {
                     continue;
                 }
-                return Err(Error::protocol(format!("connection to {} closed before the request", endpoint.authority())));
+                return Err(Error::protocol(format!(
+                    "connection to {} closed before the request",
+                    endpoint.authority()
+                )));
             }
             let mut request = Request::builder()
                 .method(Method::POST)
@@ -257,11 +307,21 @@ impl HttpClient {
                 .map_err(|error| Error::http(format!("building a request for {path}"), error))?;
             let response = match sender.send_request(request).await {
                 Ok(response) => response,
-                Err(error) if reused && (error.is_closed() || error.is_canceled() || error.is_incomplete_message()) => {
+                Err(error)
+                    if reused
+                        && (error.is_closed()
+                            || error.is_canceled()
+                            || error.is_incomplete_message()) =>
+                {
                     tracing::debug!(endpoint = %endpoint.authority(), "idle connection was closed by the server; retrying on a new one");
                     continue;
                 }
-                Err(error) => return Err(Error::http(format!("POST {path} to {}", endpoint.authority()), error)),
+                Err(error) => {
+                    return Err(Error::http(
+                        format!("POST {path} to {}", endpoint.authority()),
+                        error,
+                    ));
+                }
             };
             let (parts, incoming) = response.into_parts();
             let keep_alive = !parts
@@ -269,25 +329,44 @@ impl HttpClient {
                 .get(CONNECTION)
                 .and_then(|value| value.to_str().ok())
                 .is_some_and(|value| value.eq_ignore_ascii_case("close"));
-            let body = collect_limited(incoming, limit, &format!("reading the response to POST {path}")).await?;
+            let body = collect_limited(
+                incoming,
+                limit,
+                &format!("reading the response to POST {path}"),
+            )
+            .await?;
             if keep_alive {
                 self.checkin(endpoint, sender);
             }
-            return Ok(RpcReply { status: parts.status, headers: parts.headers, body });
+            return Ok(RpcReply {
+                status: parts.status,
+                headers: parts.headers,
+                body,
+            });
         }
-        Err(Error::protocol(format!("could not send a request to {}", endpoint.authority())))
+        Err(Error::protocol(format!(
+            "could not send a request to {}",
+            endpoint.authority()
+        )))
     }
 }
 
 /// Reads a body to its end, refusing more than `limit` bytes.
-pub(crate) async fn collect_limited(mut body: Incoming, limit: u64, context: &str) -> Result<Bytes, Error> {
+pub(crate) async fn collect_limited(
+    mut body: Incoming,
+    limit: u64,
+    context: &str,
+) -> Result<Bytes, Error> {
     let mut buffer = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|error| Error::http(context.to_owned(), error))?;
         if let Ok(data) = frame.into_data() {
             let total = u64::try_from(buffer.len().saturating_add(data.len())).unwrap_or(u64::MAX);
             if total > limit {
-                return Err(Error::TooLarge { found: total, limit });
+                return Err(Error::TooLarge {
+                    found: total,
+                    limit,
+                });
             }
             buffer.extend_from_slice(&data);
         }
@@ -297,11 +376,17 @@ pub(crate) async fn collect_limited(mut body: Incoming, limit: u64, context: &st
 
 /// Reads a header as text.
 pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|value: &HeaderValue| value.to_str().ok()).map(str::trim)
+    headers
+        .get(name)
+        .and_then(|value: &HeaderValue| value.to_str().ok())
+        .map(str::trim)
 }
 
 /// A response head plus the connection driver it came on.
 pub(crate) struct Opened {
     pub(crate) response: Response<Incoming>,
     pub(crate) driver: JoinHandle<Result<(), hyper::Error>>,
+    /// Kept alive for the whole exchange: dropping it lets hyper wind the connection down
+    /// while an upload body is still streaming.
+    pub(crate) _sender: SendRequest<RequestBody>,
 }

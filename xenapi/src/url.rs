@@ -42,18 +42,28 @@ impl Secret {
     pub fn from_env(name: &str) -> Result<Secret, Error> {
         match std::env::var(name) {
             Ok(text) if !text.is_empty() => Ok(Secret(text)),
-            Ok(_) => Err(Error::Credentials { reason: format!("environment variable {name} is empty") }),
-            Err(_) => Err(Error::Credentials { reason: format!("environment variable {name} is not set or not UTF-8") }),
+            Ok(_) => Err(Error::Credentials {
+                reason: format!("environment variable {name} is empty"),
+            }),
+            Err(_) => Err(Error::Credentials {
+                reason: format!("environment variable {name} is not set or not UTF-8"),
+            }),
         }
     }
 
     /// Reads a secret from a file: its first line, without the line ending.
     pub fn from_file(path: &Path) -> Result<Secret, Error> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| Error::io(format!("reading the password file {}", path.display()), source))?;
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            Error::io(
+                format!("reading the password file {}", path.display()),
+                source,
+            )
+        })?;
         let first = text.lines().next().unwrap_or_default();
         if first.is_empty() {
-            return Err(Error::Credentials { reason: format!("password file {} is empty", path.display()) });
+            return Err(Error::Credentials {
+                reason: format!("password file {} is empty", path.display()),
+            });
         }
         Ok(Secret(first.to_owned()))
     }
@@ -114,7 +124,10 @@ impl ConnectUrl {
     pub fn for_host(host: &str) -> ConnectUrl {
         ConnectUrl {
             scheme: Scheme::Https,
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             port: 443,
             path: "/".into(),
             user: None,
@@ -126,7 +139,10 @@ impl ConnectUrl {
     pub fn parse(input: &str) -> Result<ConnectUrl, Error> {
         let fail = |reason: String| Err(Error::Url { reason });
         if input.trim() != input {
-            return fail("the URL has leading or trailing whitespace (was more than one argument joined?)".into());
+            return fail(
+                "the URL has leading or trailing whitespace (was more than one argument joined?)"
+                    .into(),
+            );
         }
         if input.contains(char::is_whitespace) && !input.contains('@') {
             return fail("the URL contains whitespace (was more than one argument joined?)".into());
@@ -164,7 +180,9 @@ impl ConnectUrl {
                 }
                 let user = percent_decode(user, "user name")?;
                 let password = match password {
-                    Some(password) if !password.is_empty() => Some(Secret(percent_decode(password, "password")?)),
+                    Some(password) if !password.is_empty() => {
+                        Some(Secret(percent_decode(password, "password")?))
+                    }
                     _ => None,
                 };
                 (Some(user), password)
@@ -175,7 +193,14 @@ impl ConnectUrl {
             None => (hostpart, "/"),
         };
         let (host, port) = split_host_port(authority)?;
-        Ok(ConnectUrl { scheme, host, port: port.unwrap_or(scheme.default_port()), path: path.to_owned(), user, password })
+        Ok(ConnectUrl {
+            scheme,
+            host,
+            port: port.unwrap_or(scheme.default_port()),
+            path: path.to_owned(),
+            user,
+            password,
+        })
     }
 
     /// http or https.
@@ -206,7 +231,10 @@ impl ConnectUrl {
     /// The same scheme, port and path on another host (a `HOST_IS_SLAVE` redirect).
     pub fn with_host(&self, host: &str) -> ConnectUrl {
         ConnectUrl {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
             ..self.clone()
         }
     }
@@ -228,8 +256,16 @@ impl ConnectUrl {
 
     /// `host` or `[v6]`, with `:port` unless it is the scheme's default: the HTTP `Host` header.
     pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        if self.port == self.scheme.default_port() { host } else { format!("{host}:{}", self.port) }
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if self.port == self.scheme.default_port() {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
     }
 
     /// The URL path for an endpoint relative to the base path (`jsonrpc` → `/jsonrpc`).
@@ -257,8 +293,14 @@ impl fmt::Debug for ConnectUrl {
     }
 }
 
-const USERINFO: &percent_encoding::AsciiSet =
-    &percent_encoding::CONTROLS.add(b'@').add(b':').add(b'%').add(b'/').add(b'?').add(b'#').add(b' ');
+const USERINFO: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+    .add(b'@')
+    .add(b':')
+    .add(b'%')
+    .add(b'/')
+    .add(b'?')
+    .add(b'#')
+    .add(b' ');
 
 fn split_scheme(input: &str) -> Result<(Scheme, &str), Error> {
     if let Some(rest) = input.strip_prefix("https:") {
@@ -269,20 +311,30 @@ fn split_scheme(input: &str) -> Result<(Scheme, &str), Error> {
     }
     let lower = input.to_ascii_lowercase();
     if lower.starts_with("https:") || lower.starts_with("http:") {
-        return Err(Error::Url { reason: "write the scheme in lower case (`https://`)".into() });
+        return Err(Error::Url {
+            reason: "write the scheme in lower case (`https://`)".into(),
+        });
     }
     if let Some((scheme, _)) = input.split_once("://")
         && !scheme.contains(['@', ':', '/'])
     {
-        return Err(Error::Url { reason: format!("unsupported scheme `{scheme}`: use https:// or http://") });
+        return Err(Error::Url {
+            reason: format!("unsupported scheme `{scheme}`: use https:// or http://"),
+        });
     }
     Ok((Scheme::Https, input))
 }
 
 fn split_host_port(authority: &str) -> Result<(String, Option<u16>), Error> {
-    let fail = |reason: &str| Err(Error::Url { reason: reason.to_owned() });
+    let fail = |reason: &str| {
+        Err(Error::Url {
+            reason: reason.to_owned(),
+        })
+    };
     let (host, port) = if let Some(rest) = authority.strip_prefix('[') {
-        let Some((host, after)) = rest.split_once(']') else { return fail("unterminated `[` in an IPv6 address") };
+        let Some((host, after)) = rest.split_once(']') else {
+            return fail("unterminated `[` in an IPv6 address");
+        };
         if host.parse::<std::net::Ipv6Addr>().is_err() {
             return fail("the bracketed host is not an IPv6 address");
         }
@@ -308,7 +360,9 @@ fn split_host_port(authority: &str) -> Result<(String, Option<u16>), Error> {
     let port = match port {
         None => None,
         Some(text) => match text.parse::<u16>() {
-            Ok(number) if number > 0 && text.bytes().all(|byte| byte.is_ascii_digit()) => Some(number),
+            Ok(number) if number > 0 && text.bytes().all(|byte| byte.is_ascii_digit()) => {
+                Some(number)
+            }
             _ => return fail("the port must be a number from 1 to 65535"),
         },
     };
@@ -318,12 +372,19 @@ fn split_host_port(authority: &str) -> Result<(String, Option<u16>), Error> {
 fn percent_decode(text: &str, what: &str) -> Result<String, Error> {
     let bytes = text.as_bytes();
     let mut index = 0;
-    while let Some(position) = bytes.get(index..).and_then(|rest| rest.iter().position(|byte| *byte == b'%')) {
+    while let Some(position) = bytes
+        .get(index..)
+        .and_then(|rest| rest.iter().position(|byte| *byte == b'%'))
+    {
         let at = index + position;
-        let valid = bytes.get(at + 1..at + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
+        let valid = bytes
+            .get(at + 1..at + 3)
+            .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit));
         if !valid {
             return Err(Error::Url {
-                reason: format!("a `%` in the {what} must start an escape like %40; write a literal `%` as %25"),
+                reason: format!(
+                    "a `%` in the {what} must start an escape like %40; write a literal `%` as %25"
+                ),
             });
         }
         index = at + 3;
@@ -331,7 +392,9 @@ fn percent_decode(text: &str, what: &str) -> Result<String, Error> {
     percent_encoding::percent_decode_str(text)
         .decode_utf8()
         .map(|decoded| decoded.into_owned())
-        .map_err(|_| Error::Url { reason: format!("the {what} does not decode to UTF-8") })
+        .map_err(|_| Error::Url {
+            reason: format!("the {what} does not decode to UTF-8"),
+        })
 }
 
 #[cfg(test)]
@@ -346,20 +409,40 @@ mod tests {
     fn xen_orchestra_vectors() {
         // xo-replication spec §1.3, inputs XO accepts with the same meaning.
         let url = parse("https://root:p%40ss@host.lan");
-        assert_eq!((url.user(), url.password().map(Secret::expose)), (Some("root"), Some("p@ss")));
+        assert_eq!(
+            (url.user(), url.password().map(Secret::expose)),
+            (Some("root"), Some("p@ss"))
+        );
         let url = parse("root:secret@10.0.0.1");
-        assert_eq!((url.scheme(), url.host(), url.port()), (Scheme::Https, "10.0.0.1", 443));
+        assert_eq!(
+            (url.scheme(), url.host(), url.port()),
+            (Scheme::Https, "10.0.0.1", 443)
+        );
         let url = parse("http://root:pa:ss@host:8080");
-        assert_eq!((url.scheme(), url.port(), url.password().map(Secret::expose)), (Scheme::Http, 8080, Some("pa:ss")));
+        assert_eq!(
+            (url.scheme(), url.port(), url.password().map(Secret::expose)),
+            (Scheme::Http, 8080, Some("pa:ss"))
+        );
         assert_eq!(parse("https://ro%3Aot:pw@host").user(), Some("ro:ot"));
         let url = parse("https://root:pw@[fe80::1]:443");
-        assert_eq!((url.host(), url.port(), url.authority()), ("fe80::1", 443, "[fe80::1]".to_owned()));
+        assert_eq!(
+            (url.host(), url.port(), url.authority()),
+            ("fe80::1", 443, "[fe80::1]".to_owned())
+        );
         assert_eq!(parse("https:/root:pw@host").host(), "host");
         assert_eq!(parse("https://root@host").password(), None);
         assert_eq!(parse("https://root:@host").password(), None);
-        assert_eq!(parse("https://root:pw word@host").password().map(Secret::expose), Some("pw word"));
+        assert_eq!(
+            parse("https://root:pw word@host")
+                .password()
+                .map(Secret::expose),
+            Some("pw word")
+        );
         let bare = parse("pool.lan");
-        assert_eq!((bare.user(), bare.path(), bare.endpoint("jsonrpc")), (None, "/", "/jsonrpc".to_owned()));
+        assert_eq!(
+            (bare.user(), bare.path(), bare.endpoint("jsonrpc")),
+            (None, "/", "/jsonrpc".to_owned())
+        );
     }
 
     #[test]
@@ -383,7 +466,10 @@ mod tests {
         for (input, hint) in cases {
             let error = ConnectUrl::parse(input).unwrap_err().to_string();
             assert!(error.contains(hint), "{input}: {error}");
-            assert!(!error.contains("pw"), "{input}: the message leaks the password: {error}");
+            assert!(
+                !error.contains("pw"),
+                "{input}: the message leaks the password: {error}"
+            );
         }
     }
 

@@ -46,7 +46,12 @@ impl Value {
 
     /// Builds a struct from `(name, value)` pairs, keeping their order.
     pub fn structure<K: Into<String>>(members: impl IntoIterator<Item = (K, Value)>) -> Value {
-        Value::Struct(members.into_iter().map(|(name, value)| (name.into(), value)).collect())
+        Value::Struct(
+            members
+                .into_iter()
+                .map(|(name, value)| (name.into(), value))
+                .collect(),
+        )
     }
 
     /// The string inside a `String`, if it is one.
@@ -60,7 +65,10 @@ impl Value {
     /// The first member called `name` of a struct.
     pub fn get(&self, name: &str) -> Option<&Value> {
         match self {
-            Value::Struct(members) => members.iter().find(|(key, _)| key == name).map(|(_, value)| value),
+            Value::Struct(members) => members
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value),
             _ => None,
         }
     }
@@ -84,10 +92,17 @@ impl Value {
     /// Equality that also holds between two NaNs (`PartialEq` follows IEEE and says no).
     pub fn same_as(&self, other: &Value) -> bool {
         match (self, other) {
-            (Value::Double(a), Value::Double(b)) => (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits() || a == b,
-            (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y)),
+            (Value::Double(a), Value::Double(b)) => {
+                (a.is_nan() && b.is_nan()) || a.to_bits() == b.to_bits() || a == b
+            }
+            (Value::Array(a), Value::Array(b)) => {
+                a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_as(y))
+            }
             (Value::Struct(a), Value::Struct(b)) => {
-                a.len() == b.len() && a.iter().zip(b).all(|((ka, va), (kb, vb))| ka == kb && va.same_as(vb))
+                a.len() == b.len()
+                    && a.iter()
+                        .zip(b)
+                        .all(|((ka, va), (kb, vb))| ka == kb && va.same_as(vb))
             }
             _ => self == other,
         }
@@ -106,7 +121,11 @@ pub trait FromValue: Sized {
 }
 
 pub(crate) fn mismatch(expected: &'static str, found: &Value) -> Error {
-    Error::Conversion { expected, found: found.kind(), field: None }
+    Error::Conversion {
+        expected,
+        found: found.kind(),
+        field: None,
+    }
 }
 
 impl FromValue for Value {
@@ -148,14 +167,22 @@ impl FromValue for i64 {
 impl FromValue for i32 {
     fn from_value(value: Value) -> Result<Self, Error> {
         let wide = i64::from_value(value)?;
-        i32::try_from(wide).map_err(|_| Error::Conversion { expected: "int32", found: "int out of range", field: None })
+        i32::try_from(wide).map_err(|_| Error::Conversion {
+            expected: "int32",
+            found: "int out of range",
+            field: None,
+        })
     }
 }
 
 impl FromValue for u64 {
     fn from_value(value: Value) -> Result<Self, Error> {
         let wide = i64::from_value(value)?;
-        u64::try_from(wide).map_err(|_| Error::Conversion { expected: "non-negative int", found: "negative int", field: None })
+        u64::try_from(wide).map_err(|_| Error::Conversion {
+            expected: "non-negative int",
+            found: "negative int",
+            field: None,
+        })
     }
 }
 
@@ -165,8 +192,12 @@ impl FromValue for f64 {
             Value::Double(number) => Ok(number),
             Value::Int32(number) => Ok(f64::from(number)),
             // i64 → f64 through its decimal text: exact for every int a float can hold, and no `as`.
-            Value::Int(number) => number.to_string().parse().map_err(|_| mismatch("double", &value)),
-            Value::String(ref text) => crate::codec::float::parse_float(text.trim()).ok_or_else(|| mismatch("double", &value)),
+            Value::Int(number) => number
+                .to_string()
+                .parse()
+                .map_err(|_| mismatch("double", &value)),
+            Value::String(ref text) => crate::codec::float::parse_float(text.trim())
+                .ok_or_else(|| mismatch("double", &value)),
             other => Err(mismatch("double", &other)),
         }
     }
@@ -229,7 +260,11 @@ impl FromKey for String {
 
 impl FromKey for i64 {
     fn from_key(key: String) -> Result<Self, Error> {
-        key.parse().map_err(|_| Error::Conversion { expected: "int key", found: "string", field: None })
+        key.parse().map_err(|_| Error::Conversion {
+            expected: "int key",
+            found: "string",
+            field: None,
+        })
     }
 }
 
@@ -245,7 +280,9 @@ impl<K: FromKey + Ord, V: FromValue> FromValue for BTreeMap<K, V> {
     }
 }
 
-impl<K: FromKey + Eq + Hash, V: FromValue, S: BuildHasher + Default> FromValue for HashMap<K, V, S> {
+impl<K: FromKey + Eq + Hash, V: FromValue, S: BuildHasher + Default> FromValue
+    for HashMap<K, V, S>
+{
     fn from_value(value: Value) -> Result<Self, Error> {
         match value {
             Value::Struct(members) => members
@@ -305,7 +342,11 @@ impl<T: Into<Value>> From<Vec<T>> for Value {
 }
 impl<K: ToString, V: Into<Value>> From<BTreeMap<K, V>> for Value {
     fn from(map: BTreeMap<K, V>) -> Self {
-        Value::Struct(map.into_iter().map(|(key, item)| (key.to_string(), item.into())).collect())
+        Value::Struct(
+            map.into_iter()
+                .map(|(key, item)| (key.to_string(), item.into()))
+                .collect(),
+        )
     }
 }
 
@@ -314,7 +355,12 @@ pub type StringMap = BTreeMap<String, String>;
 
 /// Builds a `Value::Struct` of strings from pairs, handy for `other_config` literals.
 pub fn string_map<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Value {
-    Value::Struct(pairs.into_iter().map(|(key, item)| (key.to_owned(), Value::String(item.to_owned()))).collect())
+    Value::Struct(
+        pairs
+            .into_iter()
+            .map(|(key, item)| (key.to_owned(), Value::String(item.to_owned())))
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -324,8 +370,14 @@ mod tests {
     #[test]
     fn ints_decode_from_untyped_xml_text_and_json_numbers() {
         // XML-RPC from xapi: `<value>10737418240</value>`; JSON-RPC: `10737418240`.
-        assert_eq!(Value::from("10737418240").decode::<i64>().unwrap(), 10_737_418_240);
-        assert_eq!(Value::Int(10_737_418_240).decode::<i64>().unwrap(), 10_737_418_240);
+        assert_eq!(
+            Value::from("10737418240").decode::<i64>().unwrap(),
+            10_737_418_240
+        );
+        assert_eq!(
+            Value::Int(10_737_418_240).decode::<i64>().unwrap(),
+            10_737_418_240
+        );
         assert_eq!(Value::Int32(7).decode::<i64>().unwrap(), 7);
         assert!(Value::from("ten").decode::<i64>().is_err());
         assert!(Value::from("-1").decode::<u64>().is_err());

@@ -1,5 +1,11 @@
 //! Property tests: values round-trip through both encodings, on both sides of the wire.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 
 use proptest::prelude::*;
 use xenapi::codec::float::{parse_float, xapi_xml_double};
@@ -15,7 +21,11 @@ fn datetime() -> impl Strategy<Value = DateTime> {
         0u8..60,
         0u8..60,
         prop_oneof![Just(0u32), 1u32..1_000_000_000],
-        prop_oneof![Just(Zone::Utc), Just(Zone::Unspecified), (-1439i16..=1439).prop_map(Zone::Offset)],
+        prop_oneof![
+            Just(Zone::Utc),
+            Just(Zone::Unspecified),
+            (-1439i16..=1439).prop_map(Zone::Offset)
+        ],
     )
         .prop_map(|(year, month, day, hour, minute, second, nanos, zone)| {
             DateTime::new(year, month, day, hour, minute, second, nanos, zone).unwrap()
@@ -39,8 +49,14 @@ fn value() -> impl Strategy<Value = Value> {
         any::<i64>().prop_map(Value::Int),
         any::<i32>().prop_map(Value::Int32),
         any::<f64>().prop_map(Value::Double),
-        prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY), Just(0.1), Just(1e-7)]
-            .prop_map(Value::Double),
+        prop_oneof![
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            Just(0.1),
+            Just(1e-7)
+        ]
+        .prop_map(Value::Double),
         any::<bool>().prop_map(Value::Bool),
         datetime().prop_map(Value::DateTime),
         proptest::collection::vec(any::<u8>(), 0..8).prop_map(Value::Base64),
@@ -55,13 +71,20 @@ fn value() -> impl Strategy<Value = Value> {
 }
 
 fn strip_controls(text: &str) -> String {
-    text.chars().filter(|c| *c >= ' ' || matches!(c, '\t' | '\n' | '\r')).collect()
+    text.chars()
+        .filter(|c| *c >= ' ' || matches!(c, '\t' | '\n' | '\r'))
+        .collect()
 }
 
 fn map(value: &Value, leaf: &dyn Fn(&Value) -> Value) -> Value {
     match value {
         Value::Array(items) => Value::Array(items.iter().map(|item| map(item, leaf)).collect()),
-        Value::Struct(members) => Value::Struct(members.iter().map(|(k, v)| (k.clone(), map(v, leaf))).collect()),
+        Value::Struct(members) => Value::Struct(
+            members
+                .iter()
+                .map(|(k, v)| (k.clone(), map(v, leaf)))
+                .collect(),
+        ),
         other => leaf(other),
     }
 }
@@ -80,7 +103,11 @@ fn after_client_xml(value: &Value) -> Value {
 /// precision, raw CR read as LF, control characters dropped.
 fn after_xapi_xml(value: &Value) -> Value {
     map(value, &|leaf| match leaf {
-        Value::String(text) => Value::String(strip_controls(text).replace("\r\n", "\n").replace('\r', "\n")),
+        Value::String(text) => Value::String(
+            strip_controls(text)
+                .replace("\r\n", "\n")
+                .replace('\r', "\n"),
+        ),
         Value::Int(number) => Value::String(number.to_string()),
         Value::Int32(number) => Value::Int(i64::from(*number)),
         Value::Double(number) => Value::Double(parse_float(&xapi_xml_double(*number)).unwrap()),
@@ -102,7 +129,10 @@ fn after_json(value: &Value) -> Value {
 }
 
 fn assert_same(found: &Value, expected: &Value) {
-    assert!(found.same_as(expected), "found {found:?}\nexpected {expected:?}");
+    assert!(
+        found.same_as(expected),
+        "found {found:?}\nexpected {expected:?}"
+    );
 }
 
 proptest! {
@@ -191,15 +221,22 @@ fn agrees(theirs: &serde_json::Value, ours: &Value) -> bool {
         (serde_json::Value::String(a), Value::String(b)) => a == b,
         (serde_json::Value::Number(a), Value::Int(b)) => a.as_i64() == Some(*b),
         // serde_json without `float_roundtrip` may be one ulp off on long mantissas.
-        (serde_json::Value::Number(a), Value::Double(b)) => a.as_f64().is_some_and(|a| a == *b || (a - b).abs() <= b.abs() * 4e-16),
-        (serde_json::Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| agrees(x, y)),
+        (serde_json::Value::Number(a), Value::Double(b)) => a
+            .as_f64()
+            .is_some_and(|a| a == *b || (a - b).abs() <= b.abs() * 4e-16),
+        (serde_json::Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| agrees(x, y))
+        }
         // serde_json keeps the last of duplicate keys and sorts; compare as maps of last values.
         (serde_json::Value::Object(a), Value::Struct(b)) => {
             let mut last = std::collections::BTreeMap::new();
             for (key, item) in b {
                 last.insert(key.clone(), item);
             }
-            a.len() == last.len() && last.iter().all(|(key, item)| a.get(key).is_some_and(|x| agrees(x, item)))
+            a.len() == last.len()
+                && last
+                    .iter()
+                    .all(|(key, item)| a.get(key).is_some_and(|x| agrees(x, item)))
         }
         _ => false,
     }

@@ -1,7 +1,13 @@
 //! Cross-check of the codec against Python's own marshalling (the `XenAPI` SDK is built on
 //! `xmlrpc.client`; Python's `json` reads and writes `NaN`/`Infinity` like Yojson), so a bug
 //! shared by our encoder and our decoder cannot hide.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic, reason = "test code: a panic is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a failed test"
+)]
 
 use std::fs;
 
@@ -59,10 +65,16 @@ fn rich_value() -> Value {
         ("tiny", Value::Double(1.5e-7)),
         ("nan", Value::Double(f64::NAN)),
         ("flag", Value::Bool(true)),
-        ("when", Value::DateTime(DateTime::parse("20250319T04:16:24Z").unwrap())),
+        (
+            "when",
+            Value::DateTime(DateTime::parse("20250319T04:16:24Z").unwrap()),
+        ),
         ("text", Value::from("a<b & \"c\" é")),
         ("void", Value::void()),
-        ("set", Value::Array(vec![Value::from("OpaqueRef:1"), Value::from("OpaqueRef:2")])),
+        (
+            "set",
+            Value::Array(vec![Value::from("OpaqueRef:1"), Value::from("OpaqueRef:2")]),
+        ),
         ("map", string_map([("vhd-parent", "1c2d")])),
         ("empty", Value::Struct(vec![])),
     ])
@@ -70,22 +82,43 @@ fn rich_value() -> Value {
 
 #[test]
 fn python_reads_our_responses_and_we_read_its_calls() {
-    let Some(python) = test_peers::require_python_module("XenAPI") else { return };
+    let Some(python) = test_peers::require_python_module("XenAPI") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = |name: &str| dir.path().join(name);
 
-    fs::write(path("resp_success.xml"), xmlrpc::encode_response(&Response::Success(rich_value()))).unwrap();
     fs::write(
-        path("resp_failure.xml"),
-        xmlrpc::encode_response(&Response::Failure(Failure::new("HANDLE_INVALID", ["VM", "OpaqueRef:7a1e"]))),
+        path("resp_success.xml"),
+        xmlrpc::encode_response(&Response::Success(rich_value())),
     )
     .unwrap();
-    fs::write(path("resp_bare.xml"), xmlrpc::encode_bare_response(&Value::Array(vec!["VM.get_all".into()]))).unwrap();
+    fs::write(
+        path("resp_failure.xml"),
+        xmlrpc::encode_response(&Response::Failure(Failure::new(
+            "HANDLE_INVALID",
+            ["VM", "OpaqueRef:7a1e"],
+        ))),
+    )
+    .unwrap();
+    fs::write(
+        path("resp_bare.xml"),
+        xmlrpc::encode_bare_response(&Value::Array(vec!["VM.get_all".into()])),
+    )
+    .unwrap();
     for (version, tag) in [(jsonrpc::Version::V1, "v1"), (jsonrpc::Version::V2, "v2")] {
-        let success = jsonrpc::encode_response(version, &jsonrpc::Id::Int(9), &Response::Success(rich_value()));
+        let success = jsonrpc::encode_response(
+            version,
+            &jsonrpc::Id::Int(9),
+            &Response::Success(rich_value()),
+        );
         fs::write(path(&format!("resp_{tag}_success.json")), success).unwrap();
         let failure = Response::Failure(Failure::new("SESSION_INVALID", ["OpaqueRef:s"]));
-        fs::write(path(&format!("resp_{tag}_failure.json")), jsonrpc::encode_response(version, &jsonrpc::Id::String("c".into()), &failure)).unwrap();
+        fs::write(
+            path(&format!("resp_{tag}_failure.json")),
+            jsonrpc::encode_response(version, &jsonrpc::Id::String("c".into()), &failure),
+        )
+        .unwrap();
     }
 
     let stdout = test_peers::run_ok(&python, ["-c", SCRIPT, dir.path().to_str().unwrap()]);
@@ -105,10 +138,16 @@ fn python_reads_our_responses_and_we_read_its_calls() {
     assert_eq!(record["when"], "datetime:20250319T04:16:24Z");
     assert_eq!(record["text"], "a<b & \"c\" é");
     assert_eq!(record["void"], "");
-    assert_eq!(record["set"], serde_json::json!(["OpaqueRef:1", "OpaqueRef:2"]));
+    assert_eq!(
+        record["set"],
+        serde_json::json!(["OpaqueRef:1", "OpaqueRef:2"])
+    );
     assert_eq!(record["map"], serde_json::json!({"vhd-parent": "1c2d"}));
     assert_eq!(record["empty"], serde_json::json!({}));
-    assert_eq!(seen["resp_failure.xml:sdk"], serde_json::json!({"failure": ["HANDLE_INVALID", "VM", "OpaqueRef:7a1e"]}));
+    assert_eq!(
+        seen["resp_failure.xml:sdk"],
+        serde_json::json!({"failure": ["HANDLE_INVALID", "VM", "OpaqueRef:7a1e"]})
+    );
     assert_eq!(seen["resp_bare.xml"], serde_json::json!(["VM.get_all"]));
 
     // JSON-RPC: Python's json reads Yojson's NaN; ints stay numbers; envelopes per version.
@@ -120,8 +159,14 @@ fn python_reads_our_responses_and_we_read_its_calls() {
     assert_eq!(v1["result"]["ratio"]["float"], "1.0");
     assert_eq!(v1["result"]["when"], "20250319T04:16:24Z");
     let v2 = &seen["resp_v2_failure.json"];
-    assert_eq!(v2, &serde_json::json!({"jsonrpc": "2.0", "error": {"code": 1, "message": "SESSION_INVALID", "data": ["OpaqueRef:s"]}, "id": "c"}));
-    assert_eq!(seen["resp_v1_failure.json"], serde_json::json!({"result": null, "error": ["SESSION_INVALID", "OpaqueRef:s"], "id": "c"}));
+    assert_eq!(
+        v2,
+        &serde_json::json!({"jsonrpc": "2.0", "error": {"code": 1, "message": "SESSION_INVALID", "data": ["OpaqueRef:s"]}, "id": "c"})
+    );
+    assert_eq!(
+        seen["resp_v1_failure.json"],
+        serde_json::json!({"result": null, "error": ["SESSION_INVALID", "OpaqueRef:s"], "id": "c"})
+    );
 
     // Python's xmlrpc.client call, decoded by our server side.
     let call = xmlrpc::decode_call(&fs::read(path("call.xml")).unwrap()).unwrap();
@@ -153,17 +198,28 @@ fn python_reads_our_responses_and_we_read_its_calls() {
     assert_eq!(params[2], Value::Double(f64::INFINITY));
     assert_eq!(params[3], Value::Double(f64::NEG_INFINITY));
     assert_eq!(params[4], Value::Int(10_737_418_240));
-    assert_eq!(params[5], Value::structure([("a", Value::Array(vec![Value::Bool(true), Value::Nil]))]));
+    assert_eq!(
+        params[5],
+        Value::structure([("a", Value::Array(vec![Value::Bool(true), Value::Nil]))])
+    );
 }
 
 /// Our client-style call body is accepted by Python's xmlrpc parser with the values intact.
 #[test]
 fn python_reads_our_calls() {
-    let Some(python) = test_peers::require_python_module("XenAPI") else { return };
+    let Some(python) = test_peers::require_python_module("XenAPI") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let body = xmlrpc::encode_call(
         "session.login_with_password",
-        &[Value::from("root"), Value::from("p<a&ss\r"), Value::Int(1_099_511_627_776), Value::Double(0.1), Value::Nil],
+        &[
+            Value::from("root"),
+            Value::from("p<a&ss\r"),
+            Value::Int(1_099_511_627_776),
+            Value::Double(0.1),
+            Value::Nil,
+        ],
     );
     fs::write(dir.path().join("call.xml"), body).unwrap();
     let script = r#"
@@ -171,8 +227,14 @@ import sys, json, xmlrpc.client
 params, method = xmlrpc.client.loads(open(sys.argv[1], "rb").read())
 print(json.dumps({"method": method, "params": [repr(p) for p in params]}))
 "#;
-    let stdout = test_peers::run_ok(&python, ["-c", script, dir.path().join("call.xml").to_str().unwrap()]);
+    let stdout = test_peers::run_ok(
+        &python,
+        ["-c", script, dir.path().join("call.xml").to_str().unwrap()],
+    );
     let seen: serde_json::Value = serde_json::from_slice(&stdout).unwrap();
     assert_eq!(seen["method"], "session.login_with_password");
-    assert_eq!(seen["params"], serde_json::json!(["'root'", "'p<a&ss\\r'", "1099511627776", "0.1", "None"]));
+    assert_eq!(
+        seen["params"],
+        serde_json::json!(["'root'", "'p<a&ss\\r'", "1099511627776", "0.1", "None"])
+    );
 }

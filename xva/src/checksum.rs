@@ -60,8 +60,14 @@ mod tests {
         assert_eq!(ChecksumKind::Xxhash.digest(b""), "EF46DB3751D8E999");
         assert_eq!(ChecksumKind::Xxhash.digest(&zeros), "87D2A1B6E1163EF1");
         assert_eq!(ChecksumKind::Xxhash.digest(&letters), "25E9982AE4F7E71F");
-        assert_eq!(ChecksumKind::Sha1.digest(b""), "da39a3ee5e6b4b0d3255bfef95601890afd80709");
-        assert_eq!(ChecksumKind::Sha1.digest(&zeros), "3b71f43ff30f4b15b5cd85dd9e95ebc7e84eb5a3");
+        assert_eq!(
+            ChecksumKind::Sha1.digest(b""),
+            "da39a3ee5e6b4b0d3255bfef95601890afd80709"
+        );
+        assert_eq!(
+            ChecksumKind::Sha1.digest(&zeros),
+            "3b71f43ff30f4b15b5cd85dd9e95ebc7e84eb5a3"
+        );
     }
 
     #[test]

@@ -145,21 +145,33 @@ pub(crate) enum Decoder {
 }
 
 fn decompress_error(format: &'static str, problem: impl Into<String>) -> Error {
-    Error::Decompress { format, source: io::Error::new(io::ErrorKind::InvalidData, problem.into()) }
+    Error::Decompress {
+        format,
+        source: io::Error::new(io::ErrorKind::InvalidData, problem.into()),
+    }
 }
 
 impl Decoder {
     /// A decoder for `format`; `None` for plain input.
-    pub(crate) fn new(format: CompressionFormat, window_log_max: u32) -> Result<Option<Self>, Error> {
+    pub(crate) fn new(
+        format: CompressionFormat,
+        window_log_max: u32,
+    ) -> Result<Option<Self>, Error> {
         Ok(match format {
             CompressionFormat::None => None,
             CompressionFormat::Gzip => Some(Self::Gzip(Box::new(GzipDecoder::new()))),
             CompressionFormat::Zstd => {
-                let mut decoder = zstd::stream::raw::Decoder::new()
-                    .map_err(|source| Error::Decompress { format: "zstd", source })?;
+                let mut decoder =
+                    zstd::stream::raw::Decoder::new().map_err(|source| Error::Decompress {
+                        format: "zstd",
+                        source,
+                    })?;
                 decoder
                     .set_parameter(DParameter::WindowLogMax(window_log_max))
-                    .map_err(|source| Error::Decompress { format: "zstd", source })?;
+                    .map_err(|source| Error::Decompress {
+                        format: "zstd",
+                        source,
+                    })?;
                 Some(Self::Zstd(Box::new(decoder)))
             }
         })
@@ -180,7 +192,10 @@ impl Decoder {
                     let mut out_buffer = OutBuffer::around_pos(out, position);
                     decoder
                         .run(&mut in_buffer, &mut out_buffer)
-                        .map_err(|source| Error::Decompress { format: "zstd", source })?;
+                        .map_err(|source| Error::Decompress {
+                            format: "zstd",
+                            source,
+                        })?;
                     let used = in_buffer.pos();
                     consumed = consumed.saturating_add(used);
                     if used == 0 && out.len() == before {
@@ -234,7 +249,8 @@ impl GzipDecoder {
                     let before = self.header.len();
                     let room = MAX_GZIP_HEADER.saturating_sub(before);
                     let take = rest.len().min(room);
-                    self.header.extend_from_slice(rest.get(..take).unwrap_or_default());
+                    self.header
+                        .extend_from_slice(rest.get(..take).unwrap_or_default());
                     match parse_gzip_header(&self.header)
                         .map_err(|problem| decompress_error("gzip", problem))?
                     {
@@ -279,7 +295,8 @@ impl GzipDecoder {
                 }
                 GzipState::Trailer => {
                     let take = rest.len().min(8usize.saturating_sub(self.trailer.len()));
-                    self.trailer.extend_from_slice(rest.get(..take).unwrap_or_default());
+                    self.trailer
+                        .extend_from_slice(rest.get(..take).unwrap_or_default());
                     consumed = consumed.saturating_add(take);
                     if let Some((crc, size)) = split_trailer(&self.trailer) {
                         let computed = std::mem::take(&mut self.crc).finalize();
@@ -310,16 +327,20 @@ fn parse_gzip_header(buffer: &[u8]) -> Result<Option<usize>, &'static str> {
     const FEXTRA: u8 = 0x04;
     const FNAME: u8 = 0x08;
     const FCOMMENT: u8 = 0x10;
-    for (position, expected, problem) in
-        [(0, 0x1f, "bad gzip magic"), (1, 0x8b, "bad gzip magic"), (2, 8, "not deflate")]
-    {
+    for (position, expected, problem) in [
+        (0, 0x1f, "bad gzip magic"),
+        (1, 0x8b, "bad gzip magic"),
+        (2, 8, "not deflate"),
+    ] {
         match buffer.get(position) {
             None => return Ok(None),
             Some(byte) if *byte != expected => return Err(problem),
             Some(_) => {}
         }
     }
-    let Some(&flags) = buffer.get(3) else { return Ok(None) };
+    let Some(&flags) = buffer.get(3) else {
+        return Ok(None);
+    };
     if flags & 0xe0 != 0 {
         return Err("reserved gzip flags set");
     }
@@ -328,13 +349,22 @@ fn parse_gzip_header(buffer: &[u8]) -> Result<Option<usize>, &'static str> {
         let Some(length) = buffer.get(position..position.saturating_add(2)) else {
             return Ok(None);
         };
-        let length = u16::from_le_bytes([length.first().copied().unwrap_or(0), length.get(1).copied().unwrap_or(0)]);
-        position = position.saturating_add(2).saturating_add(usize::from(length));
+        let length = u16::from_le_bytes([
+            length.first().copied().unwrap_or(0),
+            length.get(1).copied().unwrap_or(0),
+        ]);
+        position = position
+            .saturating_add(2)
+            .saturating_add(usize::from(length));
     }
     for flag in [FNAME, FCOMMENT] {
         if flags & flag != 0 {
-            let Some(tail) = buffer.get(position..) else { return Ok(None) };
-            let Some(nul) = tail.iter().position(|byte| *byte == 0) else { return Ok(None) };
+            let Some(tail) = buffer.get(position..) else {
+                return Ok(None);
+            };
+            let Some(nul) = tail.iter().position(|byte| *byte == 0) else {
+                return Ok(None);
+            };
             position = position.saturating_add(nul).saturating_add(1);
         }
     }
@@ -352,14 +382,20 @@ mod tests {
         let mut compressor = Compressor::new(compression).unwrap();
         let mut out = VecDeque::new();
         for piece in data.chunks(100_000) {
-            compressor.push(Bytes::copy_from_slice(piece), &mut out).unwrap();
+            compressor
+                .push(Bytes::copy_from_slice(piece), &mut out)
+                .unwrap();
         }
         compressor.finish(&mut out).unwrap();
         out.into_iter().flat_map(|frame| frame.to_vec()).collect()
     }
 
     /// Decodes in small input and output steps, checking the output bound every time.
-    fn decompress(format: CompressionFormat, data: &[u8], out_step: usize) -> Result<Vec<u8>, Error> {
+    fn decompress(
+        format: CompressionFormat,
+        data: &[u8],
+        out_step: usize,
+    ) -> Result<Vec<u8>, Error> {
         let mut decoder = Decoder::new(format, 27)?.unwrap();
         let mut result = Vec::new();
         let mut input = data;
@@ -388,14 +424,20 @@ mod tests {
             assert_eq!(CompressionFormat::detect(&packed), format);
             assert_eq!(decompress(format, &packed, 4096).unwrap(), data);
         }
-        assert_eq!(CompressionFormat::detect(b"ova.xml\0"), CompressionFormat::None);
+        assert_eq!(
+            CompressionFormat::detect(b"ova.xml\0"),
+            CompressionFormat::None
+        );
     }
 
     #[test]
     fn gzip_members_concatenate_and_are_checked() {
         let mut packed = compress(Compression::GZIP, b"hello ");
         packed.extend(compress(Compression::GZIP, b"world"));
-        assert_eq!(decompress(CompressionFormat::Gzip, &packed, 7).unwrap(), b"hello world");
+        assert_eq!(
+            decompress(CompressionFormat::Gzip, &packed, 7).unwrap(),
+            b"hello world"
+        );
 
         // A flipped byte of the CRC32 trailer.
         let mut corrupt = compress(Compression::GZIP, b"hello");

@@ -124,7 +124,9 @@ pub enum Error {
         found: String,
     },
     /// A chunk, or the zeros its number implies, ends beyond the disk's `virtual_size`.
-    #[error("disk {disk}: chunk {chunk:?} ends at byte {end}, beyond the virtual size {virtual_size}")]
+    #[error(
+        "disk {disk}: chunk {chunk:?} ends at byte {end}, beyond the virtual size {virtual_size}"
+    )]
     ChunkBeyondDisk {
         /// The disk's export id.
         disk: String,
@@ -136,7 +138,9 @@ pub enum Error {
         virtual_size: u64,
     },
     /// A chunk's checksum companion disagrees with its data.
-    #[error("checksum mismatch for chunk {chunk:?}: the archive says {expected:?}, the data hashes to {found:?}")]
+    #[error(
+        "checksum mismatch for chunk {chunk:?}: the archive says {expected:?}, the data hashes to {found:?}"
+    )]
     ChecksumMismatch {
         /// The chunk entry name.
         chunk: String,
@@ -249,7 +253,11 @@ impl fmt::Display for TarHeaderProblem {
             Self::Number { field } => write!(f, "field {field} is not a number"),
             Self::Name => f.write_str("the entry name is empty or not UTF-8"),
             Self::EntryType { typeflag } => {
-                write!(f, "entry type {:?} is not a regular file", char::from(*typeflag))
+                write!(
+                    f,
+                    "entry type {:?} is not a regular file",
+                    char::from(*typeflag)
+                )
             }
         }
     }
@@ -278,10 +286,15 @@ impl fmt::Display for DiskMismatchProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NoSource => f.write_str("ova.xml streams this VDI but no disk source was given"),
-            Self::NotStreamed => f.write_str("a disk source was given but ova.xml does not stream this VDI"),
+            Self::NotStreamed => {
+                f.write_str("a disk source was given but ova.xml does not stream this VDI")
+            }
             Self::DuplicateSource => f.write_str("two disk sources were given"),
             Self::Size { model, source } => {
-                write!(f, "virtual_size is {model} in ova.xml but {source} in the source")
+                write!(
+                    f,
+                    "virtual_size is {model} in ova.xml but {source} in the source"
+                )
             }
         }
     }
@@ -307,7 +320,10 @@ impl fmt::Display for ExtentProblem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Overlap { previous_end } => {
-                write!(f, "it starts before the previous extent's end {previous_end}")
+                write!(
+                    f,
+                    "it starts before the previous extent's end {previous_end}"
+                )
             }
             Self::BeyondDisk { virtual_size } => {
                 write!(f, "it ends beyond the virtual size {virtual_size}")

@@ -32,7 +32,11 @@ impl<R: AsyncRead + Unpin> AsyncArchiveReader<R> {
 
     /// A reader with explicit limits.
     pub fn with_limits(input: R, limits: ReaderLimits) -> Self {
-        Self { input, reader: ArchiveReader::with_limits(limits), input_done: false }
+        Self {
+            input,
+            reader: ArchiveReader::with_limits(limits),
+            input_done: false,
+        }
     }
 
     /// The next event; `Ok(None)` after [`Event::End`] or an error.
@@ -67,6 +71,7 @@ impl<R: AsyncRead + Unpin> AsyncArchiveReader<R> {
 }
 
 /// Writes the archive for `ova` and `sources` to `out` and returns the bytes written.
+#[tracing::instrument(level = "debug", skip_all, fields(disks = sources.len()))]
 pub async fn write_archive<W: AsyncWrite + Unpin>(
     ova: &OvaXml,
     sources: Vec<DiskSource>,

@@ -71,7 +71,9 @@ pub use compress::{Compression, CompressionFormat};
 pub use error::{BoxError, DiskMismatchProblem, Error, ExtentProblem, TarHeaderProblem};
 #[cfg(feature = "tokio")]
 pub use io::{AsyncArchiveReader, write_archive};
-pub use read::{ArchiveLayout, ArchiveReader, Block, Event, ReaderLimits, read_all};
+pub use read::{
+    ArchiveLayout, ArchiveReader, Block, Event, ReaderLimits, Verified, read_all, verify,
+};
 pub use stream::{DiskSource, Extent, ExtentStream, archive_stream, read_stream};
 pub use units::{ByteOffset, CHUNK_SIZE, ChunkIndex, DiskIndex};
 pub use write::{ArchiveWriter, WriteOptions, write_all};

@@ -38,7 +38,9 @@ impl ByteQueue {
     pub(crate) fn peek(&self, out: &mut [u8]) -> usize {
         let mut filled = 0;
         for frame in &self.frames {
-            let Some(slot) = out.get_mut(filled..) else { break };
+            let Some(slot) = out.get_mut(filled..) else {
+                break;
+            };
             let count = slot.len().min(frame.len());
             if let (Some(target), Some(source)) = (slot.get_mut(..count), frame.get(..count)) {
                 target.copy_from_slice(source);
@@ -67,7 +69,9 @@ impl ByteQueue {
         }
         let mut joined = BytesMut::with_capacity(count);
         while joined.len() < count {
-            let Some(front) = self.frames.front_mut() else { break };
+            let Some(front) = self.frames.front_mut() else {
+                break;
+            };
             let wanted = count.saturating_sub(joined.len()).min(front.len());
             joined.extend_from_slice(&front.split_to(wanted));
             if front.is_empty() {
@@ -83,7 +87,9 @@ impl ByteQueue {
         let mut left = count.min(self.len);
         let dropped = left;
         while left > 0 {
-            let Some(front) = self.frames.front_mut() else { break };
+            let Some(front) = self.frames.front_mut() else {
+                break;
+            };
             if front.len() > left {
                 let _ = front.split_to(left);
                 left = 0;

@@ -6,7 +6,9 @@
 //! makes empty keepalive chunks of older exports shift every later name by one without moving
 //! the data, and it reads v26-style exports (absolute numbering, all-zero chunks included) the
 //! same way. Every chunk's `.xxhash` or `.checksum` companion is verified before the chunk is
-//! handed out, so a consumer never sees unverified data. Gaps are not materialised: the
+//! handed out, so a consumer never sees unverified data. One leniency beyond xapi: a chunk may
+//! overhang the end of its disk if the overhang is zeros (XO pads its last chunk), and the
+//! zeros are dropped. Gaps are not materialised: the
 //! consumer gets only the chunks present and knows every other byte is zero.
 //!
 //! Memory stays bounded by one chunk (plus `ova.xml`, up to [`ReaderLimits::max_ova_xml_len`]):
@@ -21,6 +23,7 @@ use crate::model::{DiskInfo, OvaXml};
 use crate::queue::ByteQueue;
 use crate::tar::{self, BLOCK_SIZE, EntryHeader, HeaderBlock};
 use crate::units::{ByteOffset, CHUNK_SIZE, DiskIndex};
+use crate::write::is_all_zero;
 
 /// Name of the first entry of every XVA.
 pub const OVA_XML: &str = "ova.xml";
@@ -34,7 +37,7 @@ const MAX_COMPANION_LEN: u64 = 128;
 /// Limits that keep a hostile archive from using unbounded memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReaderLimits {
-    /// Largest `ova.xml` accepted (it is held in memory to be parsed). Default 64 MiB.
+    /// Largest `ova.xml` accepted (it is held in memory and parsed into a tree). Default 16 MiB.
     pub max_ova_xml_len: u64,
     /// Largest chunk accepted. Default 1 MiB, the chunk size of every known writer.
     pub max_chunk_len: u64,
@@ -44,7 +47,11 @@ pub struct ReaderLimits {
 
 impl Default for ReaderLimits {
     fn default() -> Self {
-        Self { max_ova_xml_len: 64 << 20, max_chunk_len: CHUNK_SIZE, zstd_window_log_max: 27 }
+        Self {
+            max_ova_xml_len: 16 << 20,
+            max_chunk_len: CHUNK_SIZE,
+            zstd_window_log_max: 27,
+        }
     }
 }
 
@@ -97,13 +104,32 @@ pub enum Event {
 enum State {
     Detect,
     OvaHeader,
-    OvaBody { size: u64 },
+    OvaBody {
+        size: u64,
+    },
     ChunkHeader(Cursor),
-    ChunkData { cursor: Cursor, chunk: Chunk },
-    CompanionHeader { cursor: Cursor, chunk: Chunk, data: Bytes },
-    CompanionData { cursor: Cursor, chunk: Chunk, data: Bytes, kind: ChecksumKind, size: u64 },
-    Trailer { table_allowed: bool },
-    TrailerSkip { remaining: u64 },
+    ChunkData {
+        cursor: Cursor,
+        chunk: Chunk,
+    },
+    CompanionHeader {
+        cursor: Cursor,
+        chunk: Chunk,
+        data: Bytes,
+    },
+    CompanionData {
+        cursor: Cursor,
+        chunk: Chunk,
+        data: Bytes,
+        kind: ChecksumKind,
+        size: u64,
+    },
+    Trailer {
+        table_allowed: bool,
+    },
+    TrailerSkip {
+        remaining: u64,
+    },
     Done,
 }
 
@@ -125,6 +151,10 @@ struct Chunk {
     number: u64,
     start: u64,
     size: u64,
+    /// Bytes of the chunk past the disk's end, which must be zero (see `parse_chunk`).
+    overhang: u64,
+    virtual_size: u64,
+    disk: String,
 }
 
 enum Step {
@@ -236,14 +266,18 @@ impl ArchiveReader {
         let needed = match &self.state {
             State::Detect | State::OvaHeader | State::Trailer { .. } => BLOCK_SIZE,
             State::ChunkHeader(_) | State::CompanionHeader { .. } => {
-                if self.pending_header.is_some() { 0 } else { BLOCK_SIZE }
+                if self.pending_header.is_some() {
+                    0
+                } else {
+                    BLOCK_SIZE
+                }
             }
             State::OvaBody { size } => padded(*size),
             State::ChunkData { chunk, .. } => padded(chunk.size),
             State::CompanionData { size, .. } => padded(*size),
-            State::TrailerSkip { remaining } => {
-                usize::try_from(*remaining).unwrap_or(usize::MAX).min(COMPRESSED_STEP)
-            }
+            State::TrailerSkip { remaining } => usize::try_from(*remaining)
+                .unwrap_or(usize::MAX)
+                .min(COMPRESSED_STEP),
             State::Done => 0,
         };
         needed.saturating_sub(self.tar.len()).max(1)
@@ -275,12 +309,18 @@ impl ArchiveReader {
             State::OvaBody { size } => self.ova_body(size),
             State::ChunkHeader(cursor) => self.chunk_header(cursor),
             State::ChunkData { cursor, chunk } => self.chunk_data(cursor, chunk),
-            State::CompanionHeader { cursor, chunk, data } => {
-                self.companion_header(cursor, chunk, data)
-            }
-            State::CompanionData { cursor, chunk, data, kind, size } => {
-                self.companion_data(cursor, chunk, data, kind, size)
-            }
+            State::CompanionHeader {
+                cursor,
+                chunk,
+                data,
+            } => self.companion_header(cursor, chunk, data),
+            State::CompanionData {
+                cursor,
+                chunk,
+                data,
+                kind,
+                size,
+            } => self.companion_data(cursor, chunk, data, kind, size),
             State::Trailer { table_allowed } => self.trailer(table_allowed),
             State::TrailerSkip { remaining } => self.trailer_skip(remaining),
             State::Done => Ok((State::Done, Step::NeedInput)),
@@ -292,7 +332,9 @@ impl ArchiveReader {
             return Ok((State::Detect, Step::NeedInput));
         }
         if self.raw.is_empty() {
-            return Err(Error::MissingOvaXml { found: "<empty input>".to_owned() });
+            return Err(Error::MissingOvaXml {
+                found: "<empty input>".to_owned(),
+            });
         }
         let mut magic = [0u8; CompressionFormat::MAGIC_LEN];
         let seen = self.raw.peek(&mut magic);
@@ -314,10 +356,18 @@ impl ArchiveReader {
     fn fill(&mut self, needed: usize) -> Result<Fill, Error> {
         while self.tar.len() < needed {
             let Some(DecoderSlot(decoder)) = self.decoder.as_mut() else {
-                return Ok(if self.input_ended { Fill::Ended } else { Fill::Pending });
+                return Ok(if self.input_ended {
+                    Fill::Ended
+                } else {
+                    Fill::Pending
+                });
             };
             let Some(front) = self.raw.front() else {
-                return Ok(if self.input_ended { Fill::Ended } else { Fill::Pending });
+                return Ok(if self.input_ended {
+                    Fill::Ended
+                } else {
+                    Fill::Pending
+                });
             };
             let step = needed.saturating_sub(self.tar.len()).max(COMPRESSED_STEP);
             let mut out = Vec::with_capacity(step);
@@ -357,8 +407,9 @@ impl ArchiveReader {
     }
 
     fn advance_offset(&mut self, count: usize) {
-        self.tar_offset =
-            self.tar_offset.saturating_add(u64::try_from(count).unwrap_or(u64::MAX));
+        self.tar_offset = self
+            .tar_offset
+            .saturating_add(u64::try_from(count).unwrap_or(u64::MAX));
     }
 
     /// The next header block: the one put back by a lenient `export_vsn` 0 read, or a new one.
@@ -396,15 +447,21 @@ impl ArchiveReader {
         let header = match self.next_header("the first tar header")? {
             None => return Ok((State::OvaHeader, Step::NeedInput)),
             Some(None) => {
-                return Err(Error::MissingOvaXml { found: "<end of input>".to_owned() });
+                return Err(Error::MissingOvaXml {
+                    found: "<end of input>".to_owned(),
+                });
             }
             Some(Some(HeaderBlock::Zero)) => {
-                return Err(Error::MissingOvaXml { found: "<end of archive>".to_owned() });
+                return Err(Error::MissingOvaXml {
+                    found: "<end of archive>".to_owned(),
+                });
             }
             Some(Some(HeaderBlock::Entry(header))) => header,
         };
         if header.name != OVA_XML {
-            return Err(Error::MissingOvaXml { found: excerpt(&header.name) });
+            return Err(Error::MissingOvaXml {
+                found: excerpt(&header.name),
+            });
         }
         if header.size > self.limits.max_ova_xml_len {
             return Err(Error::EntryTooLarge {
@@ -425,22 +482,35 @@ impl ArchiveReader {
         let ova = OvaXml::parse(&xml)?;
         let disks = ova.streamed_disks()?;
         self.export_vsn = ova.version.export_vsn;
-        tracing::debug!(disks = disks.len(), export_vsn = self.export_vsn, "read ova.xml");
+        tracing::debug!(
+            disks = disks.len(),
+            export_vsn = self.export_vsn,
+            "read ova.xml"
+        );
         self.disks = disks.clone();
         let layout = ArchiveLayout {
             ova,
             disks,
             compression: self.format.unwrap_or(CompressionFormat::None),
         };
-        Ok((self.disk_start(0), Step::Event(Event::Layout(Box::new(layout)))))
+        Ok((
+            self.disk_start(0),
+            Step::Event(Event::Layout(Box::new(layout))),
+        ))
     }
 
     /// The state that reads disk `disk`, or the trailer after the last one.
     fn disk_start(&self, disk: usize) -> State {
         if disk < self.disks.len() {
-            State::ChunkHeader(Cursor { disk, offset: 0, previous: None })
+            State::ChunkHeader(Cursor {
+                disk,
+                offset: 0,
+                previous: None,
+            })
         } else {
-            State::Trailer { table_allowed: self.export_vsn < 2 }
+            State::Trailer {
+                table_allowed: self.export_vsn < 2,
+            }
         }
     }
 
@@ -452,11 +522,18 @@ impl ArchiveReader {
         if cursor.offset >= virtual_size {
             tracing::debug!(disk = %id, virtual_size, "disk complete");
             let index = DiskIndex::new(cursor.disk);
-            return Ok((self.disk_start(cursor.disk.saturating_add(1)), Step::Event(Event::DiskEnd(index))));
+            return Ok((
+                self.disk_start(cursor.disk.saturating_add(1)),
+                Step::Event(Event::DiskEnd(index)),
+            ));
         }
         let header = match self.next_header("the chunks of a disk")? {
             None => return Ok((State::ChunkHeader(cursor), Step::NeedInput)),
-            Some(None) => return Err(Error::Truncated { context: "the chunks of a disk" }),
+            Some(None) => {
+                return Err(Error::Truncated {
+                    context: "the chunks of a disk",
+                });
+            }
             Some(Some(HeaderBlock::Zero)) => {
                 return Err(Error::UnexpectedEntry {
                     expected: format!("a chunk of disk {}", excerpt(&id)),
@@ -516,7 +593,9 @@ impl ArchiveReader {
         // xapi's arithmetic: skipped numbers stand for copies of the archive's first chunk length.
         let first_len = *self.first_chunk_len.get_or_insert(header.size);
         let gap = number.saturating_sub(first_expected);
-        let start = gap.checked_mul(first_len).and_then(|skipped| cursor.offset.checked_add(skipped));
+        let start = gap
+            .checked_mul(first_len)
+            .and_then(|skipped| cursor.offset.checked_add(skipped));
         let end = start.and_then(|start| start.checked_add(header.size));
         let (Some(start), Some(end)) = (start, end) else {
             return Err(Error::ChunkBeyondDisk {
@@ -526,7 +605,10 @@ impl ArchiveReader {
                 virtual_size,
             });
         };
-        if end > virtual_size {
+        // A chunk may overhang the disk's end only with zeros, checked once its data is
+        // verified: XO pads its last chunk to 1 MiB in some versions, and some add an all-zero
+        // last chunk one number too far. A chunk starting beyond the end is an error.
+        if start > virtual_size {
             return Err(Error::ChunkBeyondDisk {
                 disk: excerpt(id),
                 chunk: excerpt(&header.name),
@@ -537,7 +619,16 @@ impl ArchiveReader {
         if gap > 0 {
             tracing::trace!(disk = %id, chunk = %header.name, gap, "zero chunks skipped");
         }
-        Ok(Chunk { name: header.name, suffix, number, start, size: header.size })
+        Ok(Chunk {
+            name: header.name,
+            suffix,
+            number,
+            start,
+            size: header.size,
+            overhang: end.saturating_sub(virtual_size),
+            virtual_size,
+            disk: excerpt(id),
+        })
     }
 
     fn chunk_data(&mut self, cursor: Cursor, chunk: Chunk) -> Result<(State, Step), Error> {
@@ -546,7 +637,14 @@ impl ArchiveReader {
         }
         let data = self.consume(chunk.size);
         self.discard(tar::padding(chunk.size));
-        Ok((State::CompanionHeader { cursor, chunk, data }, Step::Continue))
+        Ok((
+            State::CompanionHeader {
+                cursor,
+                chunk,
+                data,
+            },
+            Step::Continue,
+        ))
     }
 
     fn companion_header(
@@ -557,11 +655,22 @@ impl ArchiveReader {
     ) -> Result<(State, Step), Error> {
         let checksums_required = self.export_vsn > 0;
         let header = match self.next_header("a checksum entry")? {
-            None => return Ok((State::CompanionHeader { cursor, chunk, data }, Step::NeedInput)),
-            Some(None) if checksums_required => {
-                return Err(Error::Truncated { context: "a checksum entry" });
+            None => {
+                return Ok((
+                    State::CompanionHeader {
+                        cursor,
+                        chunk,
+                        data,
+                    },
+                    Step::NeedInput,
+                ));
             }
-            Some(None) => return Ok(self.chunk_done(cursor, chunk, data)),
+            Some(None) if checksums_required => {
+                return Err(Error::Truncated {
+                    context: "a checksum entry",
+                });
+            }
+            Some(None) => return self.chunk_done(cursor, chunk, data),
             Some(Some(header)) => header,
         };
         let companion = match &header {
@@ -581,13 +690,26 @@ impl ArchiveReader {
                         limit: MAX_COMPANION_LEN,
                     });
                 }
-                Ok((State::CompanionData { cursor, chunk, data, kind, size }, Step::Continue))
+                Ok((
+                    State::CompanionData {
+                        cursor,
+                        chunk,
+                        data,
+                        kind,
+                        size,
+                    },
+                    Step::Continue,
+                ))
             }
             Some((None, _)) => {
                 let HeaderBlock::Entry(entry) = header else {
-                    return Err(Error::Truncated { context: "a checksum entry" });
+                    return Err(Error::Truncated {
+                        context: "a checksum entry",
+                    });
                 };
-                Err(Error::UnsupportedChecksum { entry: excerpt(&entry.name) })
+                Err(Error::UnsupportedChecksum {
+                    entry: excerpt(&entry.name),
+                })
             }
             None if checksums_required => Err(Error::UnexpectedEntry {
                 expected: format!("{}.xxhash or .checksum", excerpt(&chunk.name)),
@@ -599,7 +721,7 @@ impl ArchiveReader {
             None => {
                 // export_vsn 0 archives carry no inline checksums: this header is the next entry.
                 self.pending_header = Some(header);
-                Ok(self.chunk_done(cursor, chunk, data))
+                self.chunk_done(cursor, chunk, data)
             }
         }
     }
@@ -613,7 +735,16 @@ impl ArchiveReader {
         size: u64,
     ) -> Result<(State, Step), Error> {
         if !self.fill_entry(size, "a checksum entry")? {
-            return Ok((State::CompanionData { cursor, chunk, data, kind, size }, Step::NeedInput));
+            return Ok((
+                State::CompanionData {
+                    cursor,
+                    chunk,
+                    data,
+                    kind,
+                    size,
+                },
+                Step::NeedInput,
+            ));
         }
         let expected = self.consume(size);
         self.discard(tar::padding(size));
@@ -626,21 +757,47 @@ impl ArchiveReader {
                 found,
             });
         }
-        Ok(self.chunk_done(cursor, chunk, data))
+        self.chunk_done(cursor, chunk, data)
     }
 
     /// Accounts for a chunk and hands it out (empty keepalive chunks only advance the name).
-    fn chunk_done(&mut self, mut cursor: Cursor, chunk: Chunk, data: Bytes) -> (State, Step) {
+    fn chunk_done(
+        &mut self,
+        mut cursor: Cursor,
+        chunk: Chunk,
+        mut data: Bytes,
+    ) -> Result<(State, Step), Error> {
+        if chunk.overhang > 0 {
+            let inside = usize::try_from(chunk.size.saturating_sub(chunk.overhang)).unwrap_or(0);
+            if !is_all_zero(data.get(inside..).unwrap_or_default()) {
+                return Err(Error::ChunkBeyondDisk {
+                    disk: chunk.disk,
+                    chunk: excerpt(&chunk.name),
+                    end: chunk.start.saturating_add(chunk.size),
+                    virtual_size: chunk.virtual_size,
+                });
+            }
+            tracing::debug!(
+                chunk = %chunk.name,
+                overhang = chunk.overhang,
+                "zero padding past the end of the disk dropped"
+            );
+            data.truncate(inside);
+        }
         cursor.offset = chunk.start.saturating_add(chunk.size);
         cursor.previous = Some((chunk.suffix, chunk.number));
         let disk = DiskIndex::new(cursor.disk);
         let step = if data.is_empty() {
-            tracing::trace!(chunk = %chunk.name, "empty keepalive chunk");
+            tracing::trace!(chunk = %chunk.name, "empty chunk");
             Step::Continue
         } else {
-            Step::Event(Event::Block(Block { disk, offset: ByteOffset::new(chunk.start), data }))
+            Step::Event(Event::Block(Block {
+                disk,
+                offset: ByteOffset::new(chunk.start),
+                data,
+            }))
         };
-        (State::ChunkHeader(cursor), step)
+        Ok((State::ChunkHeader(cursor), step))
     }
 
     fn trailer(&mut self, table_allowed: bool) -> Result<(State, Step), Error> {
@@ -673,15 +830,24 @@ impl ArchiveReader {
 
     fn trailer_skip(&mut self, remaining: u64) -> Result<(State, Step), Error> {
         if remaining == 0 {
-            return Ok((State::Trailer { table_allowed: false }, Step::Continue));
+            return Ok((
+                State::Trailer {
+                    table_allowed: false,
+                },
+                Step::Continue,
+            ));
         }
-        let step = usize::try_from(remaining).unwrap_or(usize::MAX).min(COMPRESSED_STEP);
+        let step = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(COMPRESSED_STEP);
         match self.fill(step)? {
             Fill::Pending if self.tar.is_empty() => {
                 return Ok((State::TrailerSkip { remaining }, Step::NeedInput));
             }
             Fill::Ended if self.tar.is_empty() => {
-                return Err(Error::Truncated { context: "a checksum table" });
+                return Err(Error::Truncated {
+                    context: "a checksum table",
+                });
             }
             Fill::Ready | Fill::Pending | Fill::Ended => {}
         }
@@ -693,7 +859,49 @@ impl ArchiveReader {
 
 /// An entry's size plus its padding, as a buffer length (saturating: limits are checked first).
 fn padded(size: u64) -> usize {
-    usize::try_from(size).unwrap_or(usize::MAX).saturating_add(tar::padding(size))
+    usize::try_from(size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(tar::padding(size))
+}
+
+/// What [`verify`] found in an archive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verified {
+    /// The archive's layout.
+    pub layout: ArchiveLayout,
+    /// Number of chunks with data.
+    pub blocks: u64,
+    /// Bytes of chunk data (zeros in gaps not counted).
+    pub data_bytes: u64,
+}
+
+/// Reads a whole archive and checks everything (tar framing, `ova.xml`, chunk order and sizes,
+/// every checksum) without keeping the data: memory stays bounded by one chunk whatever the
+/// archive holds. This is also the fuzzing entry point.
+pub fn verify(archive: Bytes) -> Result<Verified, Error> {
+    let mut reader = ArchiveReader::new();
+    reader.push(archive);
+    reader.finish_input();
+    let mut layout = None;
+    let (mut blocks, mut data_bytes) = (0u64, 0u64);
+    loop {
+        match reader.next_event()? {
+            Some(Event::Layout(found)) => layout = Some(*found),
+            Some(Event::Block(block)) => {
+                blocks = blocks.saturating_add(1);
+                data_bytes =
+                    data_bytes.saturating_add(u64::try_from(block.data.len()).unwrap_or(u64::MAX));
+            }
+            Some(Event::DiskEnd(_)) => {}
+            Some(Event::End) | None => break,
+        }
+    }
+    let layout = layout.ok_or(Error::Truncated { context: "ova.xml" })?;
+    Ok(Verified {
+        layout,
+        blocks,
+        data_bytes,
+    })
 }
 
 /// Reads a whole archive held in memory and returns its layout and every block: for small

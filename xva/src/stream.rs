@@ -53,12 +53,20 @@ impl DiskSource {
         S: Stream<Item = Result<Extent, E>> + Send + 'static,
         E: Into<BoxError>,
     {
-        Self { id, virtual_size, extents: Box::pin(extents.map(|item| item.map_err(Into::into))) }
+        Self {
+            id,
+            virtual_size,
+            extents: Box::pin(extents.map(|item| item.map_err(Into::into))),
+        }
     }
 
     /// A disk held in memory as a list of extents.
     pub fn from_extents(id: ExportId, virtual_size: u64, extents: Vec<Extent>) -> Self {
-        Self::new(id, virtual_size, futures::stream::iter(extents.into_iter().map(Ok::<_, BoxError>)))
+        Self::new(
+            id,
+            virtual_size,
+            futures::stream::iter(extents.into_iter().map(Ok::<_, BoxError>)),
+        )
     }
 }
 
@@ -70,13 +78,16 @@ fn order_sources(
     let mut pool: Vec<Option<DiskSource>> = sources.into_iter().map(Some).collect();
     let mut ordered = VecDeque::new();
     for disk in writer.disks() {
-        let mut matching = pool.iter_mut().filter(|slot| {
-            slot.as_ref().is_some_and(|source| source.id == disk.id)
-        });
-        let source = matching.next().and_then(Option::take).ok_or_else(|| Error::DiskMismatch {
-            disk: excerpt(disk.id.as_str()),
-            problem: DiskMismatchProblem::NoSource,
-        })?;
+        let mut matching = pool
+            .iter_mut()
+            .filter(|slot| slot.as_ref().is_some_and(|source| source.id == disk.id));
+        let source = matching
+            .next()
+            .and_then(Option::take)
+            .ok_or_else(|| Error::DiskMismatch {
+                disk: excerpt(disk.id.as_str()),
+                problem: DiskMismatchProblem::NoSource,
+            })?;
         if matching.next().is_some() {
             return Err(Error::DiskMismatch {
                 disk: excerpt(disk.id.as_str()),
@@ -117,7 +128,10 @@ impl WriteState {
             match source.extents.next().await {
                 Some(Ok(extent)) => self.writer.push_extent(extent.offset, extent.data)?,
                 Some(Err(cause)) => {
-                    return Err(Error::Source { disk: excerpt(source.id.as_str()), source: cause });
+                    return Err(Error::Source {
+                        disk: excerpt(source.id.as_str()),
+                        source: cause,
+                    });
                 }
                 None => {
                     self.writer.end_disk()?;
@@ -147,7 +161,12 @@ pub fn archive_stream(
 ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + 'static, Error> {
     let writer = ArchiveWriter::new(ova, options)?;
     let sources = order_sources(&writer, sources)?;
-    let state = WriteState { writer, sources, current: None, stopped: false };
+    let state = WriteState {
+        writer,
+        sources,
+        current: None,
+        stopped: false,
+    };
     Ok(futures::stream::unfold(state, |mut state| async move {
         loop {
             if state.stopped {

@@ -41,7 +41,11 @@ pub enum HeaderBlock {
 pub fn padding(size: u64) -> usize {
     // The remainder of a division by 512 always fits a usize.
     let remainder = usize::try_from(size % 512).unwrap_or(0);
-    if remainder == 0 { 0 } else { BLOCK_SIZE - remainder }
+    if remainder == 0 {
+        0
+    } else {
+        BLOCK_SIZE - remainder
+    }
 }
 
 /// [`padding`] as a `u64`.
@@ -53,10 +57,16 @@ pub fn padding_u64(size: u64) -> u64 {
 /// (xapi sets the export time on `ova.xml` and 0 on chunks).
 pub fn encode_header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK_SIZE], Error> {
     if name.len() > MAX_NAME_LEN || name.is_empty() || name.contains('\0') {
-        return Err(Error::NameTooLong { name: excerpt(name) });
+        return Err(Error::NameTooLong {
+            name: excerpt(name),
+        });
     }
     if size > MAX_OCTAL_11 {
-        return Err(Error::EntryTooLarge { entry: excerpt(name), size, limit: MAX_OCTAL_11 });
+        return Err(Error::EntryTooLarge {
+            entry: excerpt(name),
+            size,
+            limit: MAX_OCTAL_11,
+        });
     }
     let mut header = [0u8; BLOCK_SIZE];
     put(&mut header, 0, name.as_bytes());
@@ -64,7 +74,11 @@ pub fn encode_header(name: &str, size: u64, mtime: u64) -> Result<[u8; BLOCK_SIZ
     put(&mut header, 108, b"0000000\0");
     put(&mut header, 116, b"0000000\0");
     put(&mut header, 124, format!("{size:011o}\0").as_bytes());
-    put(&mut header, 136, format!("{:011o}\0", mtime.min(MAX_OCTAL_11)).as_bytes());
+    put(
+        &mut header,
+        136,
+        format!("{:011o}\0", mtime.min(MAX_OCTAL_11)).as_bytes(),
+    );
     // typeflag (156) stays NUL: a V7 regular file; magic and the rest stay zero.
     put(&mut header, 148, b"        ");
     let checksum = header_sum(&header);
@@ -81,7 +95,9 @@ fn put(header: &mut [u8; BLOCK_SIZE], offset: usize, bytes: &[u8]) {
 }
 
 fn field(header: &[u8; BLOCK_SIZE], offset: usize, len: usize) -> &[u8] {
-    header.get(offset..offset.saturating_add(len)).unwrap_or(&[])
+    header
+        .get(offset..offset.saturating_add(len))
+        .unwrap_or(&[])
 }
 
 /// Unsigned sum of the header bytes with the checksum field read as spaces.
@@ -89,7 +105,13 @@ fn header_sum(header: &[u8; BLOCK_SIZE]) -> u64 {
     header
         .iter()
         .enumerate()
-        .map(|(index, byte)| if (148..156).contains(&index) { 32 } else { u64::from(*byte) })
+        .map(|(index, byte)| {
+            if (148..156).contains(&index) {
+                32
+            } else {
+                u64::from(*byte)
+            }
+        })
         .sum()
 }
 
@@ -99,7 +121,11 @@ fn header_sum_signed(header: &[u8; BLOCK_SIZE]) -> i64 {
         .iter()
         .enumerate()
         .map(|(index, byte)| {
-            if (148..156).contains(&index) { 32 } else { i64::from(i8::from_ne_bytes([*byte])) }
+            if (148..156).contains(&index) {
+                32
+            } else {
+                i64::from(i8::from_ne_bytes([*byte]))
+            }
         })
         .sum()
 }
@@ -113,7 +139,8 @@ pub fn decode_header(header: &[u8; BLOCK_SIZE], offset: u64) -> Result<HeaderBlo
     let stored = parse_number(field(header, 148, 8))
         .ok_or(bad(TarHeaderProblem::Number { field: "chksum" }))?;
     let computed = header_sum(header);
-    let signed_matches = i64::try_from(stored).is_ok_and(|stored| stored == header_sum_signed(header));
+    let signed_matches =
+        i64::try_from(stored).is_ok_and(|stored| stored == header_sum_signed(header));
     if stored != computed && !signed_matches {
         return Err(bad(TarHeaderProblem::Checksum { stored, computed }));
     }
@@ -121,12 +148,17 @@ pub fn decode_header(header: &[u8; BLOCK_SIZE], offset: u64) -> Result<HeaderBlo
     if typeflag != b'0' && typeflag != 0 {
         return Err(bad(TarHeaderProblem::EntryType { typeflag }));
     }
-    let size =
-        parse_number(field(header, 124, 12)).ok_or(bad(TarHeaderProblem::Number { field: "size" }))?;
+    let size = parse_number(field(header, 124, 12))
+        .ok_or(bad(TarHeaderProblem::Number { field: "size" }))?;
     let name = until_nul(field(header, 0, 100));
     let is_posix_ustar = field(header, 257, 6) == b"ustar\0";
-    let prefix = if is_posix_ustar { until_nul(field(header, 345, 155)) } else { &[] };
-    let mut full_name = Vec::with_capacity(prefix.len().saturating_add(name.len()).saturating_add(1));
+    let prefix = if is_posix_ustar {
+        until_nul(field(header, 345, 155))
+    } else {
+        &[]
+    };
+    let mut full_name =
+        Vec::with_capacity(prefix.len().saturating_add(name.len()).saturating_add(1));
     if !prefix.is_empty() {
         full_name.extend_from_slice(prefix);
         full_name.push(b'/');
@@ -197,7 +229,10 @@ mod tests {
         assert_eq!(&header[148..156], format!("{expected:07o}\0").as_bytes());
         assert_eq!(
             decode_header(&header, 0).unwrap(),
-            HeaderBlock::Entry(EntryHeader { name: "Ref:2/00000000".into(), size: 1 << 20 })
+            HeaderBlock::Entry(EntryHeader {
+                name: "Ref:2/00000000".into(),
+                size: 1 << 20
+            })
         );
     }
 
@@ -217,7 +252,10 @@ mod tests {
         header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         assert_eq!(
             decode_header(&header, 0).unwrap(),
-            HeaderBlock::Entry(EntryHeader { name: "Ref:002/chunk".into(), size: 16 })
+            HeaderBlock::Entry(EntryHeader {
+                name: "Ref:002/chunk".into(),
+                size: 16
+            })
         );
         // GNU base-256 size.
         let mut big = [0u8; 12];
@@ -238,7 +276,10 @@ mod tests {
         header[0] = b'O';
         assert!(matches!(
             decode_header(&header, 512),
-            Err(Error::BadTarHeader { offset: 512, problem: TarHeaderProblem::Checksum { .. } })
+            Err(Error::BadTarHeader {
+                offset: 512,
+                problem: TarHeaderProblem::Checksum { .. }
+            })
         ));
         let mut link = encode_header("x", 0, 0).unwrap();
         link[156] = b'5';
@@ -247,9 +288,15 @@ mod tests {
         link[148..156].copy_from_slice(format!("{sum:07o}\0").as_bytes());
         assert!(matches!(
             decode_header(&link, 0),
-            Err(Error::BadTarHeader { problem: TarHeaderProblem::EntryType { typeflag: b'5' }, .. })
+            Err(Error::BadTarHeader {
+                problem: TarHeaderProblem::EntryType { typeflag: b'5' },
+                ..
+            })
         ));
-        assert_eq!(decode_header(&[0; BLOCK_SIZE], 0).unwrap(), HeaderBlock::Zero);
+        assert_eq!(
+            decode_header(&[0; BLOCK_SIZE], 0).unwrap(),
+            HeaderBlock::Zero
+        );
         assert!(encode_header(&"x".repeat(100), 0, 0).is_err());
     }
 

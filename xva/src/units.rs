@@ -111,8 +111,14 @@ mod tests {
         // 3 MiB + 1 byte needs four chunks, the last one holding a single byte.
         assert_eq!(ChunkIndex::count_for(3 * CHUNK_SIZE + 1), 4);
         assert_eq!(ChunkIndex::count_for(0), 0);
-        assert_eq!(ByteOffset::new(CHUNK_SIZE * 5 + 7).chunk(), ChunkIndex::new(5));
-        assert_eq!(ChunkIndex::new(2).start(), Some(ByteOffset::new(2 * CHUNK_SIZE)));
+        assert_eq!(
+            ByteOffset::new(CHUNK_SIZE * 5 + 7).chunk(),
+            ChunkIndex::new(5)
+        );
+        assert_eq!(
+            ChunkIndex::new(2).start(),
+            Some(ByteOffset::new(2 * CHUNK_SIZE))
+        );
         assert_eq!(ChunkIndex::new(u64::MAX).start(), None);
         assert_eq!(ByteOffset::new(u64::MAX).checked_add(1), None);
     }

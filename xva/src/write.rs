@@ -151,7 +151,9 @@ impl ArchiveWriter {
     /// Starts the next disk and returns it, or `None` when every disk has been written.
     pub fn begin_disk(&mut self) -> Result<Option<DiskInfo>, Error> {
         if self.current.is_some() || self.finished {
-            return Err(Error::WriterState("begin_disk while a disk is open or after finish"));
+            return Err(Error::WriterState(
+                "begin_disk while a disk is open or after finish",
+            ));
         }
         let Some(info) = self.disks.get(self.next_disk).cloned() else {
             return Ok(None);
@@ -194,11 +196,17 @@ impl ArchiveWriter {
             problem,
         };
         if offset < disk.extent_end {
-            return Err(bad(ExtentProblem::Overlap { previous_end: disk.extent_end }));
+            return Err(bad(ExtentProblem::Overlap {
+                previous_end: disk.extent_end,
+            }));
         }
-        let end = offset.checked_add(len).filter(|end| *end <= disk.info.virtual_size);
+        let end = offset
+            .checked_add(len)
+            .filter(|end| *end <= disk.info.virtual_size);
         let Some(end) = end else {
-            return Err(bad(ExtentProblem::BeyondDisk { virtual_size: disk.info.virtual_size }));
+            return Err(bad(ExtentProblem::BeyondDisk {
+                virtual_size: disk.info.virtual_size,
+            }));
         };
         if data.is_empty() {
             return Ok(());
@@ -215,7 +223,11 @@ impl ArchiveWriter {
             let piece = rest.split_to(room.min(rest.len()));
             let piece_len = u64::try_from(piece.len()).unwrap_or(u64::MAX);
             // A new chunk closes the one being assembled and accounts for the holes between.
-            if disk.pending.as_ref().is_some_and(|pending| pending.index != index) {
+            if disk
+                .pending
+                .as_ref()
+                .is_some_and(|pending| pending.index != index)
+            {
                 self.flush_pending(disk)?;
             }
             self.skip_holes(disk, index)?;
@@ -226,7 +238,10 @@ impl ArchiveWriter {
                 let length = usize::try_from(chunk_len).unwrap_or(usize::MAX);
                 let buffer = &mut disk
                     .pending
-                    .get_or_insert_with(|| Pending { index, buffer: BytesMut::zeroed(length) })
+                    .get_or_insert_with(|| Pending {
+                        index,
+                        buffer: BytesMut::zeroed(length),
+                    })
                     .buffer;
                 let from = usize::try_from(within).unwrap_or(usize::MAX);
                 let target = from
@@ -323,7 +338,9 @@ impl ArchiveWriter {
     /// written.
     pub fn finish(&mut self) -> Result<(), Error> {
         if self.current.is_some() || self.next_disk < self.disks.len() || self.finished {
-            return Err(Error::WriterState("finish before every disk was written, or twice"));
+            return Err(Error::WriterState(
+                "finish before every disk was written, or twice",
+            ));
         }
         self.emit(Bytes::from_static(&ZEROS))?;
         self.compressor.finish(&mut self.output)?;
@@ -350,7 +367,8 @@ fn chunk_length(virtual_size: u64, index: u64) -> u64 {
 
 /// True when every byte is zero; stops at the first 4 KiB block holding data.
 pub(crate) fn is_all_zero(data: &[u8]) -> bool {
-    data.chunks(4096).all(|block| block.iter().fold(0u8, |acc, byte| acc | byte) == 0)
+    data.chunks(4096)
+        .all(|block| block.iter().fold(0u8, |acc, byte| acc | byte) == 0)
 }
 
 /// Writes a whole archive of in-memory disks: for small archives and tests. `disks` holds, for

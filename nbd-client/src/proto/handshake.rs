@@ -30,13 +30,19 @@ pub const MAX_OPTION_REQUEST_LEN: u32 = 64 * 1024;
 
 /// Reads a big-endian integer from a fixed position; the callers have checked the length.
 fn be_u16(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(bytes.get(at..at.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_be_bytes(
+        bytes.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_be_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_be_bytes(
+        bytes.get(at..at.checked_add(8)?)?.try_into().ok()?,
+    ))
 }
 
 pub(crate) fn read_u16(bytes: &[u8], at: usize, what: &'static str) -> Result<u16, Error> {
@@ -437,7 +443,13 @@ impl InfoRequest {
         let expected = list_start.saturating_add(count.saturating_mul(2));
         exact_len(data, expected, "info request")?;
         let requests = (0..count)
-            .map(|i| read_u16(data, list_start.saturating_add(i.saturating_mul(2)), "info request"))
+            .map(|i| {
+                read_u16(
+                    data,
+                    list_start.saturating_add(i.saturating_mul(2)),
+                    "info request",
+                )
+            })
             .map(|r| r.map(InfoType))
             .collect::<Result<_, _>>()?;
         Ok(Self {
@@ -488,7 +500,10 @@ impl MetaContextRequest {
             utf8_string(bytes, what)
         };
         let export_name = take_string("export name")?;
-        let count = to_usize(u64::from(read_u32(data, cursor, "query count")?), "query count")?;
+        let count = to_usize(
+            u64::from(read_u32(data, cursor, "query count")?),
+            "query count",
+        )?;
         cursor = cursor.saturating_add(4);
         if count > MAX_META_QUERIES {
             return Err(Error::TooMany {
@@ -553,7 +568,10 @@ pub struct ExportEntry {
 impl ExportEntry {
     /// Parses the payload.
     pub fn decode(payload: &[u8]) -> Result<Self, Error> {
-        let len = to_usize(u64::from(read_u32(payload, 0, "server reply")?), "export name")?;
+        let len = to_usize(
+            u64::from(read_u32(payload, 0, "server reply")?),
+            "export name",
+        )?;
         let end = len.checked_add(4).ok_or(Error::Malformed {
             what: "server reply",
             reason: "name length overflows",
@@ -603,7 +621,10 @@ mod tests {
         assert!(matches!(oldstyle, Err(Error::BadMagic { .. })));
         let mut encoded = BytesMut::new();
         xapi.encode(&mut encoded);
-        assert_eq!(&encoded[..], &hex("4e42444d41474943 49484156454f5054 0001")[..]);
+        assert_eq!(
+            &encoded[..],
+            &hex("4e42444d41474943 49484156454f5054 0001")[..]
+        );
     }
 
     #[test]
@@ -645,7 +666,10 @@ mod tests {
             }
         );
         assert!(Info::decode(&hex("0000 00000000")).is_err());
-        assert_eq!(Info::decode(&hex("0009 ff")).unwrap(), Info::Unknown(InfoType(9)));
+        assert_eq!(
+            Info::decode(&hex("0009 ff")).unwrap(),
+            Info::Unknown(InfoType(9))
+        );
     }
 
     #[test]
@@ -664,9 +688,8 @@ mod tests {
     #[test]
     fn meta_context_vectors() {
         // Spec §2.5 row 5: SET_META_CONTEXT "disk", query qemu:dirty-bitmap:bm0.
-        let data = hex(
-            "00000004 6469736b 00000001 00000015 71656d753a64697274792d6269746d61703a626d30",
-        );
+        let data =
+            hex("00000004 6469736b 00000001 00000015 71656d753a64697274792d6269746d61703a626d30");
         let request = MetaContextRequest::decode(&data).unwrap();
         assert_eq!(request.queries, vec!["qemu:dirty-bitmap:bm0".to_string()]);
         let mut buf = BytesMut::new();
@@ -697,7 +720,11 @@ mod tests {
 
     #[test]
     fn block_size_rules() {
-        assert!(BlockSizeConstraints::INTEROPERABLE_DEFAULT.validate().is_ok());
+        assert!(
+            BlockSizeConstraints::INTEROPERABLE_DEFAULT
+                .validate()
+                .is_ok()
+        );
         let bad = BlockSizeConstraints {
             minimum: 3,
             preferred: 4096,

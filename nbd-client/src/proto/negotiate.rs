@@ -214,9 +214,10 @@ impl ClientHandshake {
         match self.state {
             State::Greeting => Ok(Step::Receive(GREETING_LEN)),
             State::ReplyHeader(_) => Ok(Step::Receive(OPTION_REPLY_HEADER_LEN)),
-            State::ReplyPayload(header) => {
-                Ok(Step::Receive(to_usize(u64::from(header.length), "option reply")?))
-            }
+            State::ReplyPayload(header) => Ok(Step::Receive(to_usize(
+                u64::from(header.length),
+                "option reply",
+            )?)),
             State::ExportInfo => Ok(Step::Receive(EXPORT_NAME_REPLY_LEN)),
             State::Padding(_) => Ok(Step::Receive(EXPORT_NAME_PADDING)),
             State::StartTls => Ok(Step::StartTls),
@@ -465,7 +466,8 @@ impl ClientHandshake {
                 Ok(())
             }
             OptionReplyType::META_CONTEXT if option == OptionCode::LIST_META_CONTEXT => {
-                self.listed_contexts.push(MetaContextReply::decode(payload)?.name);
+                self.listed_contexts
+                    .push(MetaContextReply::decode(payload)?.name);
                 Ok(())
             }
             _ => Err(unexpected),
@@ -667,16 +669,27 @@ mod tests {
         feed(&mut hs, "0003e889045565a9 00000008 00000001 00000000");
         assert_eq!(
             expect_send(&mut hs),
-            hex("49484156454f5054 0000000a 00000025 00000004 6469736b 00000001 00000015 71656d753a64697274792d6269746d61703a626d30")
+            hex(
+                "49484156454f5054 0000000a 00000025 00000004 6469736b 00000001 00000015 71656d753a64697274792d6269746d61703a626d30"
+            )
         );
-        feed(&mut hs, "0003e889045565a9 0000000a 00000004 00000019 00000002 71656d753a64697274792d6269746d61703a626d30");
+        feed(
+            &mut hs,
+            "0003e889045565a9 0000000a 00000004 00000019 00000002 71656d753a64697274792d6269746d61703a626d30",
+        );
         feed(&mut hs, "0003e889045565a9 0000000a 00000001 00000000");
         assert_eq!(
             expect_send(&mut hs),
             hex("49484156454f5054 00000007 0000000c 00000004 6469736b 0001 0003")
         );
-        feed(&mut hs, "0003e889045565a9 00000007 00000003 0000000e 0003 00000001 00001000 02000000");
-        feed(&mut hs, "0003e889045565a9 00000007 00000003 0000000c 0000 0000000010000000 048f");
+        feed(
+            &mut hs,
+            "0003e889045565a9 00000007 00000003 0000000e 0003 00000001 00001000 02000000",
+        );
+        feed(
+            &mut hs,
+            "0003e889045565a9 00000007 00000003 0000000c 0000 0000000010000000 048f",
+        );
         feed(&mut hs, "0003e889045565a9 00000007 00000001 00000000");
         let Step::Done(Outcome::Transmission(done)) = hs.next_step().unwrap() else {
             panic!("expected transmission")
@@ -698,10 +711,16 @@ mod tests {
         expect_send(&mut hs);
         feed(&mut hs, "0003e889045565a9 00000005 80000002 00000000");
         // ABORT goes out, then the error.
-        assert_eq!(expect_send(&mut hs), hex("49484156454f5054 00000002 00000000"));
+        assert_eq!(
+            expect_send(&mut hs),
+            hex("49484156454f5054 00000002 00000000")
+        );
         assert!(matches!(
             hs.next_step(),
-            Err(Error::OptionRefused { reply: OptionReplyType::ERR_POLICY, .. })
+            Err(Error::OptionRefused {
+                reply: OptionReplyType::ERR_POLICY,
+                ..
+            })
         ));
     }
 
@@ -711,13 +730,18 @@ mod tests {
         feed(&mut hs, "4e42444d41474943 49484156454f5054 0003");
         expect_send(&mut hs);
         assert_eq!(hs.next_step().unwrap(), Step::Receive(20));
-        let err = hs.receive(&hex("0003e889045565a9 00000007 00000001 00000000")).unwrap_err();
+        let err = hs
+            .receive(&hex("0003e889045565a9 00000007 00000001 00000000"))
+            .unwrap_err();
         assert!(matches!(err, Error::UnexpectedOptionReply { .. }));
 
         let mut hs = ClientHandshake::new(HandshakeConfig::new(ExportName::new("")));
         assert!(matches!(
             hs.receive(&[0x41; 18]),
-            Err(Error::BadMagic { what: "greeting", .. })
+            Err(Error::BadMagic {
+                what: "greeting",
+                ..
+            })
         ));
     }
 

@@ -292,9 +292,10 @@ impl ReplyTracker {
             reason,
         };
         if let Some(offset) = header.offset
-            && offset != range.offset() {
-                return Err(mismatch("extended header offset differs from the request"));
-            }
+            && offset != range.offset()
+        {
+            return Err(mismatch("extended header offset differs from the request"));
+        }
         let done = header.flags.contains(ReplyFlags::DONE);
         match header.chunk_type {
             ChunkType::NONE => {
@@ -428,7 +429,8 @@ impl ReplyTracker {
                 request.statuses.push(chunk);
             }
             ChunkType::ERROR | ChunkType::ERROR_OFFSET => {
-                let error = ErrorChunk::decode(payload, header.chunk_type == ChunkType::ERROR_OFFSET)?;
+                let error =
+                    ErrorChunk::decode(payload, header.chunk_type == ChunkType::ERROR_OFFSET)?;
                 request.failure.get_or_insert(CommandFailure {
                     errno: error.errno,
                     message: error.message,
@@ -540,7 +542,10 @@ fn place(
     }
     let at = offset.saturating_sub(request.range.offset());
     request.coverage.insert(at, len).map_err(mismatch)?;
-    Ok((to_usize(at, "read position")?, to_usize(len, "read length")?))
+    Ok((
+        to_usize(at, "read position")?,
+        to_usize(len, "read length")?,
+    ))
 }
 
 #[cfg(test)]
@@ -550,7 +555,11 @@ mod tests {
 
     fn chunk(cookie: u64, chunk_type: ChunkType, done: bool, length: u64) -> ReplyHeader {
         ReplyHeader::Chunk(ChunkHeader {
-            flags: if done { ReplyFlags::DONE } else { ReplyFlags::EMPTY },
+            flags: if done {
+                ReplyFlags::DONE
+            } else {
+                ReplyFlags::EMPTY
+            },
             chunk_type,
             cookie: Cookie(cookie),
             offset: None,
@@ -565,14 +574,23 @@ mod tests {
     #[test]
     fn simple_read_is_framed_by_the_registered_length() {
         let mut tracker = ReplyTracker::new(ReplyMode::Simple, vec![]);
-        tracker.register(Cookie(1), CommandType::READ, range(4096, 512)).unwrap();
+        tracker
+            .register(Cookie(1), CommandType::READ, range(4096, 512))
+            .unwrap();
         let action = tracker
             .on_header(ReplyHeader::Simple {
                 errno: Errno(0),
                 cookie: Cookie(1),
             })
             .unwrap();
-        assert_eq!(action, Action::ReadData { cookie: Cookie(1), at: 0, len: 512 });
+        assert_eq!(
+            action,
+            Action::ReadData {
+                cookie: Cookie(1),
+                at: 0,
+                len: 512
+            }
+        );
         let Action::Complete(done) = tracker.on_data().unwrap() else {
             panic!("read should complete")
         };
@@ -583,7 +601,9 @@ mod tests {
     #[test]
     fn wrong_cookie_is_a_protocol_violation() {
         let mut tracker = ReplyTracker::new(ReplyMode::Simple, vec![]);
-        tracker.register(Cookie(1), CommandType::READ, range(0, 512)).unwrap();
+        tracker
+            .register(Cookie(1), CommandType::READ, range(0, 512))
+            .unwrap();
         let err = tracker
             .on_header(ReplyHeader::Simple {
                 errno: Errno(0),
@@ -597,20 +617,30 @@ mod tests {
     #[test]
     fn structured_read_in_pieces_with_a_hole() {
         let mut tracker = ReplyTracker::new(ReplyMode::Structured, vec![]);
-        tracker.register(Cookie(3), CommandType::READ, range(1000, 300)).unwrap();
+        tracker
+            .register(Cookie(3), CommandType::READ, range(1000, 300))
+            .unwrap();
         // Second half first: data 1150..1300.
         assert_eq!(
-            tracker.on_header(chunk(3, ChunkType::OFFSET_DATA, false, 8 + 150)).unwrap(),
+            tracker
+                .on_header(chunk(3, ChunkType::OFFSET_DATA, false, 8 + 150))
+                .unwrap(),
             Action::ReadPayload { len: 8 }
         );
         assert_eq!(
             tracker.on_payload(&1150u64.to_be_bytes()).unwrap(),
-            Action::ReadData { cookie: Cookie(3), at: 150, len: 150 }
+            Action::ReadData {
+                cookie: Cookie(3),
+                at: 150,
+                len: 150
+            }
         );
         assert_eq!(tracker.on_data().unwrap(), Action::Continue);
         // Then a hole 1000..1150, final.
         assert_eq!(
-            tracker.on_header(chunk(3, ChunkType::OFFSET_HOLE, true, 12)).unwrap(),
+            tracker
+                .on_header(chunk(3, ChunkType::OFFSET_HOLE, true, 12))
+                .unwrap(),
             Action::ReadPayload { len: 12 }
         );
         let mut hole = 1000u64.to_be_bytes().to_vec();
@@ -624,16 +654,26 @@ mod tests {
     #[test]
     fn overlapping_or_outside_chunks_are_rejected() {
         let mut tracker = ReplyTracker::new(ReplyMode::Structured, vec![]);
-        tracker.register(Cookie(1), CommandType::READ, range(0, 100)).unwrap();
-        tracker.on_header(chunk(1, ChunkType::OFFSET_DATA, false, 8 + 50)).unwrap();
+        tracker
+            .register(Cookie(1), CommandType::READ, range(0, 100))
+            .unwrap();
+        tracker
+            .on_header(chunk(1, ChunkType::OFFSET_DATA, false, 8 + 50))
+            .unwrap();
         tracker.on_payload(&60u64.to_be_bytes()).unwrap_err();
 
         let mut tracker = ReplyTracker::new(ReplyMode::Structured, vec![]);
-        tracker.register(Cookie(1), CommandType::READ, range(0, 100)).unwrap();
-        tracker.on_header(chunk(1, ChunkType::OFFSET_DATA, false, 8 + 50)).unwrap();
+        tracker
+            .register(Cookie(1), CommandType::READ, range(0, 100))
+            .unwrap();
+        tracker
+            .on_header(chunk(1, ChunkType::OFFSET_DATA, false, 8 + 50))
+            .unwrap();
         tracker.on_payload(&0u64.to_be_bytes()).unwrap();
         tracker.on_data().unwrap();
-        tracker.on_header(chunk(1, ChunkType::OFFSET_DATA, true, 8 + 50)).unwrap();
+        tracker
+            .on_header(chunk(1, ChunkType::OFFSET_DATA, true, 8 + 50))
+            .unwrap();
         let err = tracker.on_payload(&40u64.to_be_bytes()).unwrap_err();
         assert!(matches!(err, Error::ChunkMismatch { .. }));
     }
@@ -641,13 +681,17 @@ mod tests {
     #[test]
     fn oversize_data_chunk_is_refused_before_allocation() {
         let mut tracker = ReplyTracker::new(ReplyMode::Structured, vec![]);
-        tracker.register(Cookie(1), CommandType::READ, range(0, 4096)).unwrap();
+        tracker
+            .register(Cookie(1), CommandType::READ, range(0, 4096))
+            .unwrap();
         let err = tracker
             .on_header(chunk(1, ChunkType::OFFSET_DATA, true, u64::from(u32::MAX)))
             .unwrap_err();
         assert!(matches!(err, Error::OversizePayload { .. }));
         let mut tracker = ReplyTracker::new(ReplyMode::Structured, vec![ContextId(0)]);
-        tracker.register(Cookie(2), CommandType::BLOCK_STATUS, range(0, 4096)).unwrap();
+        tracker
+            .register(Cookie(2), CommandType::BLOCK_STATUS, range(0, 4096))
+            .unwrap();
         let err = tracker
             .on_header(chunk(2, ChunkType::BLOCK_STATUS, true, u64::from(u32::MAX)))
             .unwrap_err();
@@ -657,47 +701,79 @@ mod tests {
     #[test]
     fn error_chunk_fails_only_that_request() {
         let mut tracker = ReplyTracker::new(ReplyMode::Structured, vec![]);
-        tracker.register(Cookie(9), CommandType::READ, range(0, 1 << 20)).unwrap();
+        tracker
+            .register(Cookie(9), CommandType::READ, range(0, 1 << 20))
+            .unwrap();
         let mut payload = 22u32.to_be_bytes().to_vec();
         payload.extend_from_slice(&3u16.to_be_bytes());
         payload.extend_from_slice(b"bad");
         let len = payload.len() as u64;
-        tracker.on_header(chunk(9, ChunkType::ERROR, true, len)).unwrap();
+        tracker
+            .on_header(chunk(9, ChunkType::ERROR, true, len))
+            .unwrap();
         let Action::Complete(done) = tracker.on_payload(&payload).unwrap() else {
             panic!("request should complete")
         };
         assert_eq!(
             done.result,
-            Err(CommandFailure { errno: Errno::EINVAL, message: "bad".into() })
+            Err(CommandFailure {
+                errno: Errno::EINVAL,
+                message: "bad".into()
+            })
         );
     }
 
     #[test]
     fn incomplete_read_is_a_violation() {
         let mut tracker = ReplyTracker::new(ReplyMode::Structured, vec![]);
-        tracker.register(Cookie(1), CommandType::READ, range(0, 100)).unwrap();
-        tracker.on_header(chunk(1, ChunkType::OFFSET_DATA, true, 8 + 50)).unwrap();
+        tracker
+            .register(Cookie(1), CommandType::READ, range(0, 100))
+            .unwrap();
+        tracker
+            .on_header(chunk(1, ChunkType::OFFSET_DATA, true, 8 + 50))
+            .unwrap();
         tracker.on_payload(&0u64.to_be_bytes()).unwrap();
-        assert!(matches!(tracker.on_data(), Err(Error::IncompleteRead { covered: 50, .. })));
+        assert!(matches!(
+            tracker.on_data(),
+            Err(Error::IncompleteRead { covered: 50, .. })
+        ));
     }
 
     #[test]
     fn block_status_needs_one_chunk_per_context() {
-        let mut tracker = ReplyTracker::new(ReplyMode::Structured, vec![ContextId(0), ContextId(2)]);
-        tracker.register(Cookie(5), CommandType::BLOCK_STATUS, range(0, 1 << 20)).unwrap();
+        let mut tracker =
+            ReplyTracker::new(ReplyMode::Structured, vec![ContextId(0), ContextId(2)]);
+        tracker
+            .register(Cookie(5), CommandType::BLOCK_STATUS, range(0, 1 << 20))
+            .unwrap();
         let mut payload = 2u32.to_be_bytes().to_vec();
         payload.extend_from_slice(&(1u32 << 20).to_be_bytes());
         payload.extend_from_slice(&1u32.to_be_bytes());
-        tracker.on_header(chunk(5, ChunkType::BLOCK_STATUS, true, 12)).unwrap();
+        tracker
+            .on_header(chunk(5, ChunkType::BLOCK_STATUS, true, 12))
+            .unwrap();
         assert!(tracker.on_payload(&payload).is_err());
     }
 
     #[test]
     fn magic_must_match_the_mode() {
         let simple = ReplyTracker::new(ReplyMode::Simple, vec![]);
-        assert!(simple.header_len(STRUCTURED_REPLY_MAGIC.to_be_bytes()).is_err());
+        assert!(
+            simple
+                .header_len(STRUCTURED_REPLY_MAGIC.to_be_bytes())
+                .is_err()
+        );
         let extended = ReplyTracker::new(ReplyMode::Extended, vec![]);
-        assert!(extended.header_len(SIMPLE_REPLY_MAGIC.to_be_bytes()).is_err());
-        assert_eq!(extended.header_len(EXTENDED_REPLY_MAGIC.to_be_bytes()).unwrap(), 32);
+        assert!(
+            extended
+                .header_len(SIMPLE_REPLY_MAGIC.to_be_bytes())
+                .is_err()
+        );
+        assert_eq!(
+            extended
+                .header_len(EXTENDED_REPLY_MAGIC.to_be_bytes())
+                .unwrap(),
+            32
+        );
     }
 }

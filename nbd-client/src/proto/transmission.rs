@@ -115,14 +115,15 @@ impl Request {
 
     /// Parses a complete request header (28 or 32 bytes, chosen by its magic; server side).
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let magic: [u8; 4] = bytes
-            .get(..4)
-            .and_then(|m| m.try_into().ok())
-            .ok_or(Error::BadLength {
-                what: "request header",
-                found: to_u64(bytes.len()),
-                expected: to_u64(REQUEST_LEN),
-            })?;
+        let magic: [u8; 4] =
+            bytes
+                .get(..4)
+                .and_then(|m| m.try_into().ok())
+                .ok_or(Error::BadLength {
+                    what: "request header",
+                    found: to_u64(bytes.len()),
+                    expected: to_u64(REQUEST_LEN),
+                })?;
         let len = Self::header_len(magic)?;
         if bytes.len() != len {
             return Err(Error::BadLength {
@@ -192,14 +193,15 @@ impl ReplyHeader {
 
     /// Parses a complete reply header (16, 20 or 32 bytes, chosen by its magic).
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
-        let magic: [u8; 4] = bytes
-            .get(..4)
-            .and_then(|m| m.try_into().ok())
-            .ok_or(Error::BadLength {
-                what: "reply header",
-                found: to_u64(bytes.len()),
-                expected: to_u64(SIMPLE_REPLY_LEN),
-            })?;
+        let magic: [u8; 4] =
+            bytes
+                .get(..4)
+                .and_then(|m| m.try_into().ok())
+                .ok_or(Error::BadLength {
+                    what: "reply header",
+                    found: to_u64(bytes.len()),
+                    expected: to_u64(SIMPLE_REPLY_LEN),
+                })?;
         let len = Self::header_len(magic)?;
         if bytes.len() != len {
             return Err(Error::BadLength {
@@ -368,10 +370,12 @@ impl BlockStatusChunk {
     pub fn encode(&self, extended: bool, dst: &mut BytesMut) -> Result<(), Error> {
         dst.put_u32(self.context.0);
         if extended {
-            dst.put_u32(u32::try_from(self.extents.len()).map_err(|_| Error::TooMany {
-                what: "extents",
-                max: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
-            })?);
+            dst.put_u32(
+                u32::try_from(self.extents.len()).map_err(|_| Error::TooMany {
+                    what: "extents",
+                    max: usize::try_from(u32::MAX).unwrap_or(usize::MAX),
+                })?,
+            );
             for extent in &self.extents {
                 dst.put_u64(extent.length);
                 dst.put_u64(extent.flags);
@@ -434,8 +438,8 @@ impl ErrorChunk {
                 reason: "error value 0",
             });
         }
-        let message = String::from_utf8_lossy(payload.get(6..message_end).unwrap_or_default())
-            .into_owned();
+        let message =
+            String::from_utf8_lossy(payload.get(6..message_end).unwrap_or_default()).into_owned();
         let offset = if with_offset {
             Some(read_u64(payload, message_end, what)?)
         } else {
@@ -521,7 +525,10 @@ mod tests {
             length: 1 << 32,
             ..read
         };
-        assert!(big.encode(ReplyMode::Structured, &mut BytesMut::new()).is_err());
+        assert!(
+            big.encode(ReplyMode::Structured, &mut BytesMut::new())
+                .is_err()
+        );
     }
 
     #[test]
@@ -565,14 +572,29 @@ mod tests {
         let chunk = BlockStatusChunk::decode(&payload).unwrap();
         assert_eq!(chunk.context, ContextId(2));
         assert_eq!(chunk.extents.len(), 5);
-        assert_eq!(chunk.extents.iter().map(|e| e.length).sum::<u64>(), 16 << 20);
-        assert_eq!(chunk.extents[1], Extent { length: 65536, flags: 1 });
+        assert_eq!(
+            chunk.extents.iter().map(|e| e.length).sum::<u64>(),
+            16 << 20
+        );
+        assert_eq!(
+            chunk.extents[1],
+            Extent {
+                length: 65536,
+                flags: 1
+            }
+        );
         // Spec §2.6 row 7: extended form, 4 MiB data then 4 MiB hole+zero.
         let ext = hex(
             "00000000 00000002 0000000000400000 0000000000000000 0000000000400000 0000000000000003",
         );
         let chunk = BlockStatusChunk::decode_extended(&ext).unwrap();
-        assert_eq!(chunk.extents[1], Extent { length: 4 << 20, flags: 3 });
+        assert_eq!(
+            chunk.extents[1],
+            Extent {
+                length: 4 << 20,
+                flags: 3
+            }
+        );
         let mut buf = BytesMut::new();
         chunk.encode(true, &mut buf).unwrap();
         assert_eq!(&buf[..], &ext[..]);

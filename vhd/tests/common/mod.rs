@@ -57,8 +57,8 @@ pub fn block_data(seed: u8, sectors: Option<&SectorBitmap>) -> Bytes {
             continue; // writers zero-fill absent sectors; keep the model identical
         }
         let base = seed.wrapping_add((sector % 256).to_le_bytes()[0].wrapping_mul(7));
-        for (i, byte) in chunk.iter_mut().enumerate() {
-            *byte = base.wrapping_add((i / 64).to_le_bytes()[0]);
+        for (i, run) in (0u8..).zip(chunk.chunks_mut(64)) {
+            run.fill(base.wrapping_add(i));
         }
     }
     Bytes::from(data)
@@ -105,12 +105,15 @@ pub fn fixtures_dir() -> PathBuf {
 /// The fixtures' position-dependent pattern (recipes/pattern.py): the byte at absolute offset
 /// `a` under tag `T` is byte `a % 32` of `T + "@" + "%016x" % (a - a % 32) + ".........." + "\n"`.
 pub fn pattern(tag: &str, start: u64, len: u64) -> Vec<u8> {
-    (start..start + len)
-        .map(|a| {
-            let record = format!("{tag}@{:016x}..........\n", a - a % 32);
-            record.as_bytes()[usize::try_from(a % 32).unwrap()]
-        })
-        .collect()
+    let first = start - start % 32;
+    let mut out = Vec::with_capacity(usize::try_from(len + 64).unwrap());
+    let mut record = first;
+    while record < start + len {
+        out.extend_from_slice(format!("{tag}@{record:016x}..........\n").as_bytes());
+        record += 32;
+    }
+    let skip = usize::try_from(start - first).unwrap();
+    out[skip..skip + usize::try_from(len).unwrap()].to_vec()
 }
 
 /// Applies the manifest's `writes` (tag, offset, length) over zeros.

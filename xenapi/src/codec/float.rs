@@ -5,17 +5,31 @@
 /// (`nan`, `-nan`, `inf`, `-inf`).
 pub fn format_g(value: f64, precision: usize) -> String {
     if value.is_nan() {
-        return if value.is_sign_negative() { "-nan".into() } else { "nan".into() };
+        return if value.is_sign_negative() {
+            "-nan".into()
+        } else {
+            "nan".into()
+        };
     }
     if value.is_infinite() {
-        return if value < 0.0 { "-inf".into() } else { "inf".into() };
+        return if value < 0.0 {
+            "-inf".into()
+        } else {
+            "inf".into()
+        };
     }
     if value == 0.0 {
-        return if value.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if value.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     let precision = precision.max(1);
     let scientific = format!("{:.*e}", precision - 1, value);
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific.as_str(), "0"));
+    let (mantissa, exponent) = scientific
+        .split_once('e')
+        .unwrap_or((scientific.as_str(), "0"));
     let exponent: i64 = exponent.parse().unwrap_or(0);
     let precision_i64 = i64::try_from(precision).unwrap_or(i64::MAX);
     if exponent < -4 || exponent >= precision_i64 {
@@ -29,7 +43,11 @@ pub fn format_g(value: f64, precision: usize) -> String {
 }
 
 fn strip_fraction_zeros(text: &str) -> &str {
-    if text.contains('.') { text.trim_end_matches('0').trim_end_matches('.') } else { text }
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        text
+    }
 }
 
 /// XML-RPC `<double>` text as xapi writes it: `%.16g` (`1`, `0.25`, `1.5e-07`, `nan`).
@@ -41,7 +59,11 @@ pub fn xapi_xml_double(value: f64) -> String {
 /// precision. Used on the client side, where exactness matters more than xapi's look.
 pub fn exact_xml_double(value: f64) -> String {
     let short = format_g(value, 16);
-    if !value.is_finite() || parse_float(&short) == Some(value) { short } else { format_g(value, 17) }
+    if !value.is_finite() || parse_float(&short) == Some(value) {
+        short
+    } else {
+        format_g(value, 17)
+    }
 }
 
 /// A JSON number as Yojson (xapi's JSON printer) writes it: `NaN`, `Infinity`, `-Infinity`;
@@ -52,10 +74,17 @@ pub fn yojson_float(value: f64) -> String {
         return "NaN".into();
     }
     if value.is_infinite() {
-        return if value > 0.0 { "Infinity".into() } else { "-Infinity".into() };
+        return if value > 0.0 {
+            "Infinity".into()
+        } else {
+            "-Infinity".into()
+        };
     }
     let mut text = exact_xml_double(value);
-    if text.bytes().all(|byte| byte.is_ascii_digit() || byte == b'-') {
+    if text
+        .bytes()
+        .all(|byte| byte.is_ascii_digit() || byte == b'-')
+    {
         text.push_str(".0");
     }
     text
@@ -78,7 +107,9 @@ pub fn parse_float(text: &str) -> Option<f64> {
             // Only digits, one dot and an exponent: Rust's parser would also take "infinity"
             // spelled oddly or "1_0" variants we do not want to be more lenient than needed.
             let valid = !body.is_empty()
-                && body.bytes().all(|byte| byte.is_ascii_digit() || matches!(byte, b'.' | b'e' | b'E' | b'+' | b'-'));
+                && body.bytes().all(|byte| {
+                    byte.is_ascii_digit() || matches!(byte, b'.' | b'e' | b'E' | b'+' | b'-')
+                });
             if !valid {
                 return None;
             }

@@ -143,7 +143,12 @@ pub fn encode_value(value: &Value) -> String {
 
 /// Decodes one JSON document into a [`Value`] (tolerant of `NaN`/`Infinity`).
 pub fn decode_value(text: &[u8]) -> Result<Value, Error> {
-    let mut parser = Parser { input: text, pos: 0, depth: 0, strict_utf8: false };
+    let mut parser = Parser {
+        input: text,
+        pos: 0,
+        depth: 0,
+        strict_utf8: false,
+    };
     let value = parser.document()?;
     Ok(value)
 }
@@ -151,9 +156,17 @@ pub fn decode_value(text: &[u8]) -> Result<Value, Error> {
 /// Decodes a response (client side). Accepts `error` as xapi's v1 array, v2 object, or the
 /// emergency-path array inside a v2 envelope.
 pub fn decode_response(body: &[u8]) -> Result<Reply, Error> {
-    let mut parser = Parser { input: body, pos: 0, depth: 0, strict_utf8: false };
+    let mut parser = Parser {
+        input: body,
+        pos: 0,
+        depth: 0,
+        strict_utf8: false,
+    };
     let Value::Struct(members) = parser.document()? else {
-        return Err(Error::Json { offset: 0, reason: "response is not an object".into() });
+        return Err(Error::Json {
+            offset: 0,
+            reason: "response is not an object".into(),
+        });
     };
     let mut id = None;
     let mut result = None;
@@ -174,12 +187,24 @@ pub fn decode_response(body: &[u8]) -> Result<Reply, Error> {
     let response = match error {
         Some(Value::Array(items)) => Response::Failure(Failure::from_description(items)?),
         Some(Value::Struct(object)) => Response::Failure(failure_from_object(object)?),
-        Some(Value::String(code)) => Response::Failure(Failure { code, params: Vec::new() }),
+        Some(Value::String(code)) => Response::Failure(Failure {
+            code,
+            params: Vec::new(),
+        }),
         Some(Value::Nil) | None => match result {
             Some(value) => Response::Success(value),
-            None => return Err(Error::protocol("JSON-RPC response has neither result nor error")),
+            None => {
+                return Err(Error::protocol(
+                    "JSON-RPC response has neither result nor error",
+                ));
+            }
         },
-        Some(other) => return Err(Error::protocol(format!("JSON-RPC error member is a {}", other.kind()))),
+        Some(other) => {
+            return Err(Error::protocol(format!(
+                "JSON-RPC error member is a {}",
+                other.kind()
+            )));
+        }
     };
     Ok(Reply { id, response })
 }
@@ -195,7 +220,9 @@ fn failure_from_object(object: Vec<(String, Value)>) -> Result<Failure, Error> {
         }
     }
     let Some(Value::String(code)) = message else {
-        return Err(Error::protocol("JSON-RPC error object without a string message"));
+        return Err(Error::protocol(
+            "JSON-RPC error object without a string message",
+        ));
     };
     let params = match data {
         Some(Value::Array(items)) => {
@@ -214,12 +241,25 @@ fn failure_from_object(object: Vec<(String, Value)>) -> Result<Failure, Error> {
 /// or an object (one struct param); `id` required, an integer or a string. Anything else is
 /// an error, which xapi answers with HTTP 500.
 pub fn decode_call(body: &[u8]) -> Result<Call, Error> {
-    let mut parser = Parser { input: body, pos: 0, depth: 0, strict_utf8: true };
-    let malformed = |reason: &str| Error::Json { offset: 0, reason: reason.to_owned() };
+    let mut parser = Parser {
+        input: body,
+        pos: 0,
+        depth: 0,
+        strict_utf8: true,
+    };
+    let malformed = |reason: &str| Error::Json {
+        offset: 0,
+        reason: reason.to_owned(),
+    };
     let Value::Struct(members) = parser.document()? else {
         return Err(malformed("request is not an object"));
     };
-    let field = |wanted: &str| members.iter().find(|(name, _)| name == wanted).map(|(_, value)| value);
+    let field = |wanted: &str| {
+        members
+            .iter()
+            .find(|(name, _)| name == wanted)
+            .map(|(_, value)| value)
+    };
     let method = match field("method") {
         Some(Value::String(method)) => method.clone(),
         Some(_) => return Err(malformed("invalid field 'method'")),
@@ -243,7 +283,11 @@ pub fn decode_call(body: &[u8]) -> Result<Call, Error> {
         Some(Value::String(text)) => Id::String(text.clone()),
         _ => return Err(malformed("invalid field 'id'")),
     };
-    Ok(Call { version, id, call: MethodCall { method, params } })
+    Ok(Call {
+        version,
+        id,
+        call: MethodCall { method, params },
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,7 +340,10 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push('}');
         }
-        Value::Base64(bytes) => write_string(out, &base64::engine::general_purpose::STANDARD.encode(bytes)),
+        Value::Base64(bytes) => write_string(
+            out,
+            &base64::engine::general_purpose::STANDARD.encode(bytes),
+        ),
         Value::Nil => out.push_str("null"),
     }
 }
@@ -339,7 +386,10 @@ struct Parser<'a> {
 
 impl<'a> Parser<'a> {
     fn error(&self, reason: impl Into<String>) -> Error {
-        Error::Json { offset: self.pos, reason: reason.into() }
+        Error::Json {
+            offset: self.pos,
+            reason: reason.into(),
+        }
     }
 
     fn peek(&self) -> Option<u8> {
@@ -355,7 +405,11 @@ impl<'a> Parser<'a> {
     }
 
     fn skip_space(&mut self) {
-        let spaces = self.rest().iter().take_while(|byte| is_space(**byte)).count();
+        let spaces = self
+            .rest()
+            .iter()
+            .take_while(|byte| is_space(**byte))
+            .count();
         self.advance(spaces);
     }
 
@@ -477,7 +531,9 @@ impl<'a> Parser<'a> {
         let rest = self.rest();
         let length = rest
             .iter()
-            .take_while(|byte| byte.is_ascii_digit() || matches!(byte, b'-' | b'+' | b'.' | b'e' | b'E'))
+            .take_while(|byte| {
+                byte.is_ascii_digit() || matches!(byte, b'-' | b'+' | b'.' | b'e' | b'E')
+            })
             .count();
         let text = rest.get(..length).unwrap_or_default();
         self.advance(length);
@@ -498,14 +554,20 @@ impl<'a> Parser<'a> {
                 Some((whole, fraction)) => (whole, Some(fraction)),
                 None => (mantissa, None),
             };
-            let digits = |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
+            let digits =
+                |part: &str| !part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit());
             digits(whole)
                 && fraction.is_none_or(digits)
-                && exponent.is_none_or(|exponent| digits(exponent.strip_prefix(['+', '-']).unwrap_or(exponent)))
+                && exponent.is_none_or(|exponent| {
+                    digits(exponent.strip_prefix(['+', '-']).unwrap_or(exponent))
+                })
         };
         match text.parse::<f64>() {
             Ok(number) if well_formed => Ok(Value::Double(number)),
-            _ => Err(Error::Json { offset: start, reason: "invalid number".into() }),
+            _ => Err(Error::Json {
+                offset: start,
+                reason: "invalid number".into(),
+            }),
         }
     }
 
@@ -515,7 +577,10 @@ impl<'a> Parser<'a> {
         let mut bytes: Vec<u8> = Vec::new();
         loop {
             let rest = self.rest();
-            let run = rest.iter().take_while(|byte| !matches!(byte, b'"' | b'\\')).count();
+            let run = rest
+                .iter()
+                .take_while(|byte| !matches!(byte, b'"' | b'\\'))
+                .count();
             bytes.extend_from_slice(rest.get(..run).unwrap_or_default());
             self.advance(run);
             match self.peek() {
@@ -525,7 +590,9 @@ impl<'a> Parser<'a> {
                 }
                 Some(b'\\') => {
                     self.advance(1);
-                    let escape = self.peek().ok_or_else(|| self.error("unterminated escape"))?;
+                    let escape = self
+                        .peek()
+                        .ok_or_else(|| self.error("unterminated escape"))?;
                     self.advance(1);
                     let decoded = match escape {
                         b'"' => '"',
@@ -542,18 +609,29 @@ impl<'a> Parser<'a> {
                     let mut buffer = [0u8; 4];
                     bytes.extend_from_slice(decoded.encode_utf8(&mut buffer).as_bytes());
                 }
-                _ => return Err(Error::Json { offset: start, reason: "unterminated string".into() }),
+                _ => {
+                    return Err(Error::Json {
+                        offset: start,
+                        reason: "unterminated string".into(),
+                    });
+                }
             }
         }
         match String::from_utf8(bytes) {
             Ok(text) => Ok(text),
-            Err(_) if self.strict_utf8 => Err(Error::Json { offset: start, reason: "invalid UTF-8 in string".into() }),
+            Err(_) if self.strict_utf8 => Err(Error::Json {
+                offset: start,
+                reason: "invalid UTF-8 in string".into(),
+            }),
             Err(error) => Ok(String::from_utf8_lossy(error.as_bytes()).into_owned()),
         }
     }
 
     fn hex4(&mut self) -> Result<u32, Error> {
-        let digits = self.rest().get(..4).ok_or_else(|| self.error("short \\u escape"))?;
+        let digits = self
+            .rest()
+            .get(..4)
+            .ok_or_else(|| self.error("short \\u escape"))?;
         let text = std::str::from_utf8(digits).map_err(|_| self.error("invalid \\u escape"))?;
         let code = u32::from_str_radix(text, 16).map_err(|_| self.error("invalid \\u escape"))?;
         self.advance(4);
@@ -589,56 +667,102 @@ mod tests {
         assert_eq!(call.version, Version::V2);
         assert_eq!(call.id, Id::Int(7));
         assert_eq!(call.call.method, "VM.get_record");
-        assert_eq!(encode_call(Version::V2, &Id::Int(7), "VM.get_record", &call.call.params), request.to_vec());
+        assert_eq!(
+            encode_call(Version::V2, &Id::Int(7), "VM.get_record", &call.call.params),
+            request.to_vec()
+        );
 
         let success = r#"{"jsonrpc":"2.0","result":{"uuid":"u","name_label":"web01","power_state":"Running","VCPUs_max":2,"memory_static_max":4294967296,"is_a_template":false,"other_config":{"mac_seed":"m"},"VBDs":["OpaqueRef:1"],"snapshot_time":"19700101T00:00:00Z","HVM_shadow_multiplier":1.0},"id":7}"#;
         let reply = decode_response(success.as_bytes()).unwrap();
         assert_eq!(reply.id, Some(Id::Int(7)));
-        let Response::Success(record) = &reply.response else { panic!("not a success") };
-        assert_eq!(record.get("memory_static_max"), Some(&Value::Int(4_294_967_296)));
-        assert_eq!(record.get("HVM_shadow_multiplier"), Some(&Value::Double(1.0)));
+        let Response::Success(record) = &reply.response else {
+            panic!("not a success")
+        };
+        assert_eq!(
+            record.get("memory_static_max"),
+            Some(&Value::Int(4_294_967_296))
+        );
+        assert_eq!(
+            record.get("HVM_shadow_multiplier"),
+            Some(&Value::Double(1.0))
+        );
         // The server-side encoder writes the same bytes back.
-        assert_eq!(String::from_utf8(encode_response(Version::V2, &Id::Int(7), &reply.response)).unwrap(), success);
+        assert_eq!(
+            String::from_utf8(encode_response(Version::V2, &Id::Int(7), &reply.response)).unwrap(),
+            success
+        );
 
         let failure = r#"{"jsonrpc":"2.0","error":{"code":1,"message":"SESSION_INVALID","data":["OpaqueRef:0b0d6f5c"]},"id":7}"#;
         let reply = decode_response(failure.as_bytes()).unwrap();
-        assert_eq!(reply.response, Response::Failure(Failure::new("SESSION_INVALID", ["OpaqueRef:0b0d6f5c"])));
-        assert_eq!(String::from_utf8(encode_response(Version::V2, &Id::Int(7), &reply.response)).unwrap(), failure);
+        assert_eq!(
+            reply.response,
+            Response::Failure(Failure::new("SESSION_INVALID", ["OpaqueRef:0b0d6f5c"]))
+        );
+        assert_eq!(
+            String::from_utf8(encode_response(Version::V2, &Id::Int(7), &reply.response)).unwrap(),
+            failure
+        );
     }
 
     #[test]
     fn v1_shapes() {
         // Spec §1.3 v1 failure, string id echoed.
-        let failure = r#"{"result":null,"error":["HANDLE_INVALID","VM","OpaqueRef:7a1e"],"id":"c-12"}"#;
+        let failure =
+            r#"{"result":null,"error":["HANDLE_INVALID","VM","OpaqueRef:7a1e"],"id":"c-12"}"#;
         let reply = decode_response(failure.as_bytes()).unwrap();
         assert_eq!(reply.id, Some(Id::String("c-12".into())));
         assert_eq!(
-            String::from_utf8(encode_response(Version::V1, &Id::String("c-12".into()), &reply.response)).unwrap(),
+            String::from_utf8(encode_response(
+                Version::V1,
+                &Id::String("c-12".into()),
+                &reply.response
+            ))
+            .unwrap(),
             failure
         );
         let success = encode_response(Version::V1, &Id::Int(3), &Response::Success(Value::void()));
-        assert_eq!(String::from_utf8(success.clone()).unwrap(), r#"{"result":"","error":null,"id":3}"#);
-        assert_eq!(decode_response(&success).unwrap().response, Response::Success(Value::void()));
+        assert_eq!(
+            String::from_utf8(success.clone()).unwrap(),
+            r#"{"result":"","error":null,"id":3}"#
+        );
+        assert_eq!(
+            decode_response(&success).unwrap().response,
+            Response::Success(Value::void())
+        );
     }
 
     #[test]
     fn emergency_shape() {
-        let body = encode_emergency_failure(&Failure::new("HOST_IN_EMERGENCY_MODE", Vec::<String>::new()));
-        assert_eq!(String::from_utf8(body.clone()).unwrap(), r#"{"jsonrpc":"2.0","error":["HOST_IN_EMERGENCY_MODE"],"id":0}"#);
+        let body = encode_emergency_failure(&Failure::new(
+            "HOST_IN_EMERGENCY_MODE",
+            Vec::<String>::new(),
+        ));
+        assert_eq!(
+            String::from_utf8(body.clone()).unwrap(),
+            r#"{"jsonrpc":"2.0","error":["HOST_IN_EMERGENCY_MODE"],"id":0}"#
+        );
         let reply = decode_response(&body).unwrap();
         assert_eq!(reply.id, Some(Id::Int(0)));
-        assert_eq!(reply.response, Response::Failure(Failure::new("HOST_IN_EMERGENCY_MODE", Vec::<String>::new())));
+        assert_eq!(
+            reply.response,
+            Response::Failure(Failure::new("HOST_IN_EMERGENCY_MODE", Vec::<String>::new()))
+        );
     }
 
     #[test]
     fn non_finite_floats() {
         let body = br#"{"jsonrpc":"2.0","result":{"a":NaN,"b":Infinity,"c":-Infinity,"d":1e3,"e":-0.5},"id":1}"#;
-        let Response::Success(value) = decode_response(body).unwrap().response else { panic!("not a success") };
+        let Response::Success(value) = decode_response(body).unwrap().response else {
+            panic!("not a success")
+        };
         assert!(matches!(value.get("a"), Some(Value::Double(x)) if x.is_nan()));
         assert_eq!(value.get("b"), Some(&Value::Double(f64::INFINITY)));
         assert_eq!(value.get("c"), Some(&Value::Double(f64::NEG_INFINITY)));
         assert_eq!(value.get("d"), Some(&Value::Double(1000.0)));
-        assert_eq!(encode_value(&value), r#"{"a":NaN,"b":Infinity,"c":-Infinity,"d":1000.0,"e":-0.5}"#);
+        assert_eq!(
+            encode_value(&value),
+            r#"{"a":NaN,"b":Infinity,"c":-Infinity,"d":1000.0,"e":-0.5}"#
+        );
     }
 
     #[test]
@@ -647,7 +771,10 @@ mod tests {
         let encoded = encode_value(&Value::from(text));
         assert_eq!(encoded, "\"a\\\"b\\\\c\\b\\f\\n\\r\\t\\u0001\\u007fé/\"");
         assert_eq!(decode_value(encoded.as_bytes()).unwrap(), Value::from(text));
-        assert_eq!(decode_value(br#""\ud83d\ude00\/""#).unwrap(), Value::from("😀/"));
+        assert_eq!(
+            decode_value(br#""\ud83d\ude00\/""#).unwrap(),
+            Value::from("😀/")
+        );
     }
 
     #[test]
@@ -655,8 +782,12 @@ mod tests {
         // v2 without params, with object params; v1 requires params and id.
         let call = decode_call(br#"{"jsonrpc":"2.0","method":"m","id":"x"}"#).unwrap();
         assert!(call.call.params.is_empty());
-        let call = decode_call(br#"{"jsonrpc":"2.0","method":"m","params":{"a":1},"id":1}"#).unwrap();
-        assert_eq!(call.call.params, vec![Value::structure([("a", Value::Int(1))])]);
+        let call =
+            decode_call(br#"{"jsonrpc":"2.0","method":"m","params":{"a":1},"id":1}"#).unwrap();
+        assert_eq!(
+            call.call.params,
+            vec![Value::structure([("a", Value::Int(1))])]
+        );
         let call = decode_call(br#"{"method":"m","params":[],"id":1}"#).unwrap();
         assert_eq!(call.version, Version::V1);
         for bad in [
@@ -671,25 +802,50 @@ mod tests {
             br#"{"method":"m","params":[],"id":1} x"#,
             b"{\"method\":\"\xff\",\"params\":[],\"id\":1}",
         ] {
-            assert!(decode_call(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+            assert!(
+                decode_call(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
     #[test]
     fn malformed_json() {
-        for bad in ["", "{", "[1,]", "{\"a\" 1}", "01x", "1.", "--1", "\"abc", "tru", "{\"a\":1,}", "\"\\x\""] {
+        for bad in [
+            "",
+            "{",
+            "[1,]",
+            "{\"a\" 1}",
+            "01x",
+            "1.",
+            "--1",
+            "\"abc",
+            "tru",
+            "{\"a\":1,}",
+            "\"\\x\"",
+        ] {
             assert!(decode_value(bad.as_bytes()).is_err(), "{bad}");
         }
         let mut deep = String::new();
         for _ in 0..=MAX_DEPTH {
             deep.push('[');
         }
-        assert!(matches!(decode_value(deep.as_bytes()), Err(Error::TooDeep { .. })));
+        assert!(matches!(
+            decode_value(deep.as_bytes()),
+            Err(Error::TooDeep { .. })
+        ));
     }
 
     #[test]
     fn big_ints_fall_back_to_double() {
-        assert_eq!(decode_value(b"18446744073709551615").unwrap(), Value::Double(18_446_744_073_709_551_615.0));
-        assert_eq!(decode_value(b"-9223372036854775808").unwrap(), Value::Int(i64::MIN));
+        assert_eq!(
+            decode_value(b"18446744073709551615").unwrap(),
+            Value::Double(18_446_744_073_709_551_615.0)
+        );
+        assert_eq!(
+            decode_value(b"-9223372036854775808").unwrap(),
+            Value::Int(i64::MIN)
+        );
     }
 }

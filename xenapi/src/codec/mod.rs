@@ -52,16 +52,27 @@ pub struct Failure {
 
 impl Failure {
     /// A failure with these parts.
-    pub fn new(code: impl Into<String>, params: impl IntoIterator<Item = impl Into<String>>) -> Failure {
-        Failure { code: code.into(), params: params.into_iter().map(Into::into).collect() }
+    pub fn new(
+        code: impl Into<String>,
+        params: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Failure {
+        Failure {
+            code: code.into(),
+            params: params.into_iter().map(Into::into).collect(),
+        }
     }
 
     /// Reads xapi's `ErrorDescription` / JSON v1 `error` array: strings (untyped in XML-RPC);
     /// numbers and booleans are stringified rather than refused.
     pub(crate) fn from_description(items: Vec<Value>) -> Result<Failure, Error> {
         let mut strings = items.into_iter().map(describe);
-        let code = strings.next().ok_or_else(|| Error::protocol("empty error description"))?;
-        Ok(Failure { code, params: strings.collect() })
+        let code = strings
+            .next()
+            .ok_or_else(|| Error::protocol("empty error description"))?;
+        Ok(Failure {
+            code,
+            params: strings.collect(),
+        })
     }
 }
 
@@ -73,7 +84,10 @@ impl fmt::Debug for Failure {
         } else {
             self.params.iter().map(String::as_str).collect()
         };
-        f.debug_struct("Failure").field("code", &self.code).field("params", &params).finish()
+        f.debug_struct("Failure")
+            .field("code", &self.code)
+            .field("params", &params)
+            .finish()
     }
 }
 

@@ -133,9 +133,18 @@ pub fn decode_response(body: &[u8]) -> Result<Response, Error> {
             parser.close_tag("fault")?;
             let code = value.get("faultCode").cloned().unwrap_or(Value::Nil);
             let message = value.get("faultString").cloned().unwrap_or(Value::Nil);
-            Response::Failure(Failure::from_description(vec![Value::from("fault"), code, message])?)
+            Response::Failure(Failure::from_description(vec![
+                Value::from("fault"),
+                code,
+                message,
+            ])?)
         }
-        other => return Err(parser.error(format!("expected <params> or <fault>, found <{}>", show(other)))),
+        other => {
+            return Err(parser.error(format!(
+                "expected <params> or <fault>, found <{}>",
+                show(other)
+            )));
+        }
     };
     parser.close_tag("methodResponse")?;
     parser.finish()?;
@@ -143,8 +152,13 @@ pub fn decode_response(body: &[u8]) -> Result<Response, Error> {
 }
 
 fn interpret_envelope(value: Value) -> Result<Response, Error> {
-    let Value::Struct(members) = value else { return Ok(Response::Success(value)) };
-    let status = members.iter().find(|(name, _)| name == "Status").and_then(|(_, status)| status.as_str());
+    let Value::Struct(members) = value else {
+        return Ok(Response::Success(value));
+    };
+    let status = members
+        .iter()
+        .find(|(name, _)| name == "Status")
+        .and_then(|(_, status)| status.as_str());
     match status {
         Some("Success") => {
             if let Some((_, result)) = members.into_iter().find(|(name, _)| name == "Value") {
@@ -152,8 +166,13 @@ fn interpret_envelope(value: Value) -> Result<Response, Error> {
             }
             Err(Error::protocol("Status Success without Value"))
         }
-        Some("Failure") => match members.into_iter().find(|(name, _)| name == "ErrorDescription") {
-            Some((_, Value::Array(items))) => Ok(Response::Failure(Failure::from_description(items)?)),
+        Some("Failure") => match members
+            .into_iter()
+            .find(|(name, _)| name == "ErrorDescription")
+        {
+            Some((_, Value::Array(items))) => {
+                Ok(Response::Failure(Failure::from_description(items)?))
+            }
             Some(_) => Err(Error::protocol("ErrorDescription is not an array")),
             None => Err(Error::protocol("Status Failure without ErrorDescription")),
         },
@@ -312,7 +331,9 @@ fn write_string_value(out: &mut String, text: &str, style: Style) {
 fn escape_into(out: &mut String, text: &str, style: Style) {
     let mut rest = text;
     while let Some(index) = rest.find(|c: char| {
-        matches!(c, '&' | '<' | '>' | '"') || (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || (c == '\r' && style == Style::Client)
+        matches!(c, '&' | '<' | '>' | '"')
+            || (c < ' ' && !matches!(c, '\t' | '\n' | '\r'))
+            || (c == '\r' && style == Style::Client)
     }) {
         let (plain, tail) = rest.split_at(index);
         out.push_str(plain);
@@ -357,11 +378,19 @@ fn show(bytes: &[u8]) -> String {
 
 impl<'a> Parser<'a> {
     fn new(input: &'a [u8], utf8: Utf8) -> Parser<'a> {
-        Parser { input, pos: 0, depth: 0, utf8 }
+        Parser {
+            input,
+            pos: 0,
+            depth: 0,
+            utf8,
+        }
     }
 
     fn error(&self, reason: impl Into<String>) -> Error {
-        Error::Xml { offset: self.pos, reason: reason.into() }
+        Error::Xml {
+            offset: self.pos,
+            reason: reason.into(),
+        }
     }
 
     fn rest(&self) -> &'a [u8] {
@@ -390,8 +419,16 @@ impl<'a> Parser<'a> {
     /// Skips whitespace, comments and processing instructions (the XML declaration).
     fn skip_misc(&mut self) -> Result<(), Error> {
         loop {
-            let spaces = self.rest().iter().take_while(|byte| is_space(**byte)).count();
+            let spaces = self
+                .rest()
+                .iter()
+                .take_while(|byte| is_space(**byte))
+                .count();
             self.advance(spaces);
+            // Common case first: a tag (or text) that is not `<?` / `<!`.
+            if !matches!(self.rest(), [b'<', b'?' | b'!', ..]) {
+                return Ok(());
+            }
             if self.starts_with(b"<?") {
                 self.skip_past(b"?>", "processing instruction")?;
             } else if self.starts_with(b"<!--") {
@@ -416,7 +453,10 @@ impl<'a> Parser<'a> {
         }
         self.advance(1);
         let rest = self.rest();
-        let name_len = rest.iter().take_while(|byte| !is_space(**byte) && !matches!(byte, b'>' | b'/')).count();
+        let name_len = rest
+            .iter()
+            .take_while(|byte| !is_space(**byte) && !matches!(byte, b'>' | b'/'))
+            .count();
         let name = rest.get(..name_len).unwrap_or_default();
         if name.is_empty() {
             return Err(self.error("empty tag name"));
@@ -466,7 +506,11 @@ impl<'a> Parser<'a> {
             return Err(self.error(format!("expected </{wanted}>")));
         }
         self.advance(wanted.len());
-        let spaces = self.rest().iter().take_while(|byte| is_space(**byte)).count();
+        let spaces = self
+            .rest()
+            .iter()
+            .take_while(|byte| is_space(**byte))
+            .count();
         self.advance(spaces);
         if !self.starts_with(b">") {
             return Err(self.error(format!("expected </{wanted}>")));
@@ -477,10 +521,30 @@ impl<'a> Parser<'a> {
 
     /// Reads character data up to the next tag: entities decoded, CDATA and comments folded in.
     fn text(&mut self) -> Result<String, Error> {
+        // Fast path, nearly every text: one plain run up to a tag.
+        let rest = self.rest();
+        let run = rest
+            .iter()
+            .take_while(|byte| !matches!(byte, b'<' | b'&' | b'\r'))
+            .count();
+        let special = |tail: &[u8]| {
+            tail.starts_with(b"<![CDATA[") || tail.starts_with(b"<!--") || tail.starts_with(b"<?")
+        };
+        if let (Some(plain), Some(tail)) = (rest.get(..run), rest.get(run..))
+            && tail.starts_with(b"<")
+            && !special(tail)
+        {
+            let text = self.decode_utf8(plain.to_vec())?;
+            self.advance(run);
+            return Ok(text);
+        }
         let mut bytes: Vec<u8> = Vec::new();
         loop {
             let rest = self.rest();
-            let run = rest.iter().take_while(|byte| !matches!(byte, b'<' | b'&')).count();
+            let run = rest
+                .iter()
+                .take_while(|byte| !matches!(byte, b'<' | b'&'))
+                .count();
             push_normalising_newlines(&mut bytes, rest.get(..run).unwrap_or_default());
             self.advance(run);
             if self.starts_with(b"&") {
@@ -503,8 +567,14 @@ impl<'a> Parser<'a> {
                 return Err(self.error("unexpected end of document"));
             }
         }
+        self.decode_utf8(bytes)
+    }
+
+    fn decode_utf8(&self, bytes: Vec<u8>) -> Result<String, Error> {
         match self.utf8 {
-            Utf8::Strict => String::from_utf8(bytes).map_err(|_| self.error("invalid UTF-8 in text")),
+            Utf8::Strict => {
+                String::from_utf8(bytes).map_err(|_| self.error("invalid UTF-8 in text"))
+            }
             Utf8::Lossy => Ok(match String::from_utf8(bytes) {
                 Ok(text) => text,
                 Err(error) => String::from_utf8_lossy(error.as_bytes()).into_owned(),
@@ -526,8 +596,12 @@ impl<'a> Parser<'a> {
             b"apos" => '\'',
             _ => {
                 let code = match name {
-                    [b'#', b'x' | b'X', hex @ ..] => std::str::from_utf8(hex).ok().and_then(|hex| u32::from_str_radix(hex, 16).ok()),
-                    [b'#', decimal @ ..] => std::str::from_utf8(decimal).ok().and_then(|decimal| decimal.parse().ok()),
+                    [b'#', b'x' | b'X', hex @ ..] => std::str::from_utf8(hex)
+                        .ok()
+                        .and_then(|hex| u32::from_str_radix(hex, 16).ok()),
+                    [b'#', decimal @ ..] => std::str::from_utf8(decimal)
+                        .ok()
+                        .and_then(|decimal| decimal.parse().ok()),
                     _ => None,
                 };
                 match code.and_then(char::from_u32) {
@@ -575,14 +649,19 @@ impl<'a> Parser<'a> {
         let value = match tag {
             b"int" | b"i4" | b"i8" => {
                 let text = self.text()?;
-                let number = text.parse().map_err(|_| Error::Xml { offset: tag_start, reason: "invalid integer".into() })?;
+                let number = text.parse().map_err(|_| Error::Xml {
+                    offset: tag_start,
+                    reason: "invalid integer".into(),
+                })?;
                 Value::Int(number)
             }
             b"boolean" => Value::Bool(self.text()? == "1"),
             b"double" => {
                 let text = self.text()?;
-                let number =
-                    parse_float(&text).ok_or_else(|| Error::Xml { offset: tag_start, reason: "invalid double".into() })?;
+                let number = parse_float(&text).ok_or_else(|| Error::Xml {
+                    offset: tag_start,
+                    reason: "invalid double".into(),
+                })?;
                 Value::Double(number)
             }
             b"string" => Value::String(self.text()?),
@@ -599,7 +678,10 @@ impl<'a> Parser<'a> {
                 let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(compact)
-                    .map_err(|_| Error::Xml { offset: tag_start, reason: "invalid base64".into() })?;
+                    .map_err(|_| Error::Xml {
+                        offset: tag_start,
+                        reason: "invalid base64".into(),
+                    })?;
                 Value::Base64(bytes)
             }
             b"nil" => {
@@ -689,12 +771,18 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     if needle.is_empty() {
         return Some(0);
     }
-    haystack.windows(needle.len()).position(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .position(|window| window == needle)
 }
 
 /// XML end-of-line handling (XML 1.0 §2.11, done by xmlm and expat alike): CRLF and a lone CR
 /// in raw text read as LF. A CR written as `&#13;` is kept.
 fn push_normalising_newlines(out: &mut Vec<u8>, raw: &[u8]) {
+    if !raw.contains(&b'\r') {
+        out.extend_from_slice(raw);
+        return;
+    }
     let mut previous_cr = false;
     for &byte in raw {
         match byte {
@@ -717,15 +805,28 @@ mod tests {
         let body = b"<?xml version=\"1.0\"?>\n<methodCall><methodName>session.login_with_password</methodName><params>\n<param><value><string>root</string></value></param>\n<param><value><string>s3cret</string></value></param>\n<param><value><string>1.0</string></value></param>\n<param><value><string>xenapi-rs</string></value></param>\n</params></methodCall>\n";
         let call = decode_call(body).unwrap();
         assert_eq!(call.method, "session.login_with_password");
-        assert_eq!(call.params, vec![Value::from("root"), "s3cret".into(), "1.0".into(), "xenapi-rs".into()]);
+        assert_eq!(
+            call.params,
+            vec![
+                Value::from("root"),
+                "s3cret".into(),
+                "1.0".into(),
+                "xenapi-rs".into()
+            ]
+        );
     }
 
     #[test]
     fn success_response_byte_exact() {
         // Spec §1.2 literal success response.
         let expected = "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct><member><name>Status</name><value>Success</value></member><member><name>Value</name><value>OpaqueRef:0b0d6f5c-7d8a-4c36-9d35-2f3c1b6f0e11</value></member></struct></value></param></params></methodResponse>";
-        let response = Response::Success(Value::from("OpaqueRef:0b0d6f5c-7d8a-4c36-9d35-2f3c1b6f0e11"));
-        assert_eq!(String::from_utf8(encode_response(&response)).unwrap(), expected);
+        let response = Response::Success(Value::from(
+            "OpaqueRef:0b0d6f5c-7d8a-4c36-9d35-2f3c1b6f0e11",
+        ));
+        assert_eq!(
+            String::from_utf8(encode_response(&response)).unwrap(),
+            expected
+        );
         assert_eq!(decode_response(expected.as_bytes()).unwrap(), response);
     }
 
@@ -734,7 +835,10 @@ mod tests {
         // Spec §1.2 literal failure response.
         let expected = "<?xml version=\"1.0\"?><methodResponse><params><param><value><struct><member><name>Status</name><value>Failure</value></member><member><name>ErrorDescription</name><value><array><data><value>HOST_IS_SLAVE</value><value>192.0.2.10</value></data></array></value></member></struct></value></param></params></methodResponse>";
         let response = Response::Failure(Failure::new("HOST_IS_SLAVE", ["192.0.2.10"]));
-        assert_eq!(String::from_utf8(encode_response(&response)).unwrap(), expected);
+        assert_eq!(
+            String::from_utf8(encode_response(&response)).unwrap(),
+            expected
+        );
         assert_eq!(decode_response(expected.as_bytes()).unwrap(), response);
     }
 
@@ -745,9 +849,15 @@ mod tests {
         let value = decode_value(fragment.as_bytes()).unwrap();
         assert_eq!(value.get("virtual_size"), Some(&Value::from("10737418240")));
         assert_eq!(value.get("sharable"), Some(&Value::Bool(false)));
-        assert_eq!(value.get("snapshot_time"), Some(&Value::DateTime(DateTime::EPOCH)));
+        assert_eq!(
+            value.get("snapshot_time"),
+            Some(&Value::DateTime(DateTime::EPOCH))
+        );
         assert_eq!(value.get("VBDs"), Some(&Value::Array(vec![])));
-        assert_eq!(value.get("sm_config"), Some(&string_map([("vhd-parent", "1c2d")])));
+        assert_eq!(
+            value.get("sm_config"),
+            Some(&string_map([("vhd-parent", "1c2d")]))
+        );
         // Re-encoding in xapi style gives xapi's whitespace-free form of the same fragment.
         let compact: String = fragment.split('\n').collect();
         assert_eq!(encode_value(&value, Style::Xapi), compact);
@@ -776,15 +886,30 @@ mod tests {
     fn task_results() {
         // Spec §2.3: task.result fragments.
         assert_eq!(decode_task_result("").unwrap(), None);
-        assert_eq!(decode_task_result("<value></value>").unwrap(), Some(Value::void()));
-        assert_eq!(decode_task_result("<value>OpaqueRef:2c1d</value>").unwrap(), Some(Value::from("OpaqueRef:2c1d")));
         assert_eq!(
-            decode_task_result("<value><array><data><value>OpaqueRef:1</value></data></array></value>").unwrap(),
+            decode_task_result("<value></value>").unwrap(),
+            Some(Value::void())
+        );
+        assert_eq!(
+            decode_task_result("<value>OpaqueRef:2c1d</value>").unwrap(),
+            Some(Value::from("OpaqueRef:2c1d"))
+        );
+        assert_eq!(
+            decode_task_result(
+                "<value><array><data><value>OpaqueRef:1</value></data></array></value>"
+            )
+            .unwrap(),
             Some(Value::Array(vec![Value::from("OpaqueRef:1")]))
         );
-        assert_eq!(encode_task_result(&Value::from("OpaqueRef:2c1d")), "<value>OpaqueRef:2c1d</value>");
+        assert_eq!(
+            encode_task_result(&Value::from("OpaqueRef:2c1d")),
+            "<value>OpaqueRef:2c1d</value>"
+        );
         assert_eq!(encode_task_result(&Value::void()), "<value></value>");
-        assert_eq!(decode_task_result("<value>a&amp;b</value>").unwrap(), Some(Value::from("a&b")));
+        assert_eq!(
+            decode_task_result("<value>a&amp;b</value>").unwrap(),
+            Some(Value::from("a&b"))
+        );
     }
 
     #[test]
@@ -814,7 +939,10 @@ mod tests {
         assert_eq!(call.params.get(7), Some(&Value::from("<x>AB")));
         assert_eq!(call.params.get(8), Some(&Value::Nil));
         assert_eq!(call.params.get(9), Some(&Value::void()));
-        assert_eq!(call.params.get(10), Some(&Value::structure([("k", Value::Double(f64::INFINITY))])));
+        assert_eq!(
+            call.params.get(10),
+            Some(&Value::structure([("k", Value::Double(f64::INFINITY))]))
+        );
     }
 
     #[test]
@@ -832,7 +960,11 @@ mod tests {
             b"<methodCall><methodName>&bogus;</methodName><params/></methodCall>",
         ];
         for case in cases {
-            assert!(decode_call(case).is_err(), "{}", String::from_utf8_lossy(case));
+            assert!(
+                decode_call(case).is_err(),
+                "{}",
+                String::from_utf8_lossy(case)
+            );
         }
     }
 
@@ -842,12 +974,22 @@ mod tests {
         for _ in 0..(MAX_DEPTH + 1) {
             body.push_str("<array><data><value>");
         }
-        assert!(matches!(decode_value(body.as_bytes()), Err(Error::TooDeep { .. })));
+        assert!(matches!(
+            decode_value(body.as_bytes()),
+            Err(Error::TooDeep { .. })
+        ));
     }
 
     #[test]
     fn client_call_shapes() {
-        let body = encode_call("VM.f", &[Value::Int(5), Value::Double(0.1 + 0.2), Value::structure([("a&b", Value::Nil)])]);
+        let body = encode_call(
+            "VM.f",
+            &[
+                Value::Int(5),
+                Value::Double(0.1 + 0.2),
+                Value::structure([("a&b", Value::Nil)]),
+            ],
+        );
         assert_eq!(
             String::from_utf8(body).unwrap(),
             "<?xml version=\"1.0\"?><methodCall><methodName>VM.f</methodName><params><param><value><i8>5</i8></value></param><param><value><double>0.30000000000000004</double></value></param><param><value><struct><member><name>a&amp;b</name><value><nil/></value></member></struct></value></param></params></methodCall>"
@@ -857,8 +999,14 @@ mod tests {
     #[test]
     fn fault_and_bare_responses() {
         let fault = b"<?xml version='1.0'?><methodResponse><fault><value><struct><member><name>faultCode</name><value><int>143</int></value></member><member><name>faultString</name><value><string>bad</string></value></member></struct></value></fault></methodResponse>";
-        assert_eq!(decode_response(fault).unwrap(), Response::Failure(Failure::new("fault", ["143", "bad"])));
+        assert_eq!(
+            decode_response(fault).unwrap(),
+            Response::Failure(Failure::new("fault", ["143", "bad"]))
+        );
         let bare = encode_bare_response(&Value::Array(vec!["VM.get_all".into()]));
-        assert_eq!(decode_response(&bare).unwrap(), Response::Success(Value::Array(vec!["VM.get_all".into()])));
+        assert_eq!(
+            decode_response(&bare).unwrap(),
+            Response::Success(Value::Array(vec!["VM.get_all".into()]))
+        );
     }
 }

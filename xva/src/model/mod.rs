@@ -7,13 +7,14 @@
 pub mod records;
 pub mod value;
 
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
-use records::{Record, Sr, Vbd, Vdi, Vif, Vm};
 pub use records::{
     DomainType, LockingMode, Network, OnCrash, OnNormalExit, PowerState, StringMap, VbdMode,
     VbdType, VdiType, Version,
 };
+use records::{Record, Sr, Vbd, Vdi, Vif, Vm};
 use value::{Struct, Value};
 
 use crate::error::{Error, excerpt};
@@ -134,7 +135,12 @@ pub struct Object {
 impl Object {
     /// An object holding `record`.
     pub fn new<R: Record>(id: ExportId, record: &R) -> Self {
-        Self { class: R::CLASS, id, snapshot: record.to_struct(), extra: Struct::new() }
+        Self {
+            class: R::CLASS,
+            id,
+            snapshot: record.to_struct(),
+            extra: Struct::new(),
+        }
     }
 
     /// Decodes the snapshot as an `R` with xapi's typing rules.
@@ -171,9 +177,10 @@ impl Object {
                     expected: "a string",
                     found: other.type_name(),
                 }),
-                None => {
-                    Err(Error::MissingField { record: label.clone(), field: name.to_owned() })
-                }
+                None => Err(Error::MissingField {
+                    record: label.clone(),
+                    field: name.to_owned(),
+                }),
             }
         };
         let class = Class::from_name(&string("class")?);
@@ -188,14 +195,24 @@ impl Object {
                     found: other.type_name(),
                 });
             }
-            None => return Err(Error::MissingField { record: label, field: "snapshot".into() }),
+            None => {
+                return Err(Error::MissingField {
+                    record: label,
+                    field: "snapshot".into(),
+                });
+            }
         };
         let extra = members
             .iter()
             .filter(|(name, _)| !matches!(*name, "class" | "id" | "snapshot"))
             .map(|(name, value)| (name.to_owned(), value.clone()))
             .collect();
-        Ok(Self { class, id, snapshot, extra })
+        Ok(Self {
+            class,
+            id,
+            snapshot,
+            extra,
+        })
     }
 
     fn to_value(&self) -> Value {
@@ -205,6 +222,30 @@ impl Object {
         members.push("snapshot", self.snapshot.clone());
         members.extend(self.extra.clone());
         Value::Struct(members)
+    }
+}
+
+/// Objects of one file by id.
+struct Index<'a>(HashMap<&'a str, &'a Object>);
+
+impl<'a> Index<'a> {
+    /// The object `target` names, which must be of class `class`.
+    fn deref(
+        &self,
+        record: &str,
+        field: &str,
+        target: &ExportId,
+        class: &Class,
+    ) -> Result<&'a Object, Error> {
+        self.0
+            .get(target.as_str())
+            .copied()
+            .filter(|object| object.class == *class)
+            .ok_or_else(|| Error::DanglingRef {
+                record: record.to_owned(),
+                field: field.to_owned(),
+                target: excerpt(target.as_str()),
+            })
     }
 }
 
@@ -231,7 +272,11 @@ pub struct OvaXml {
 impl OvaXml {
     /// An export with no objects yet.
     pub fn new(version: Version) -> Self {
-        Self { version, objects: Vec::new(), extra: Struct::new() }
+        Self {
+            version,
+            objects: Vec::new(),
+            extra: Struct::new(),
+        }
     }
 
     /// Parses `ova.xml`. Objects are kept as found; only the version record and the object
@@ -288,14 +333,21 @@ impl OvaXml {
             .into_iter()
             .filter(|(name, _)| name != "version" && name != "objects")
             .collect();
-        Ok(Self { version, objects, extra })
+        Ok(Self {
+            version,
+            objects,
+            extra,
+        })
     }
 
     /// Serialises `ova.xml` as xapi writes it (one line, no XML declaration).
     pub fn to_xml(&self) -> String {
         let mut members = Struct::new();
         members.push("version", self.version.to_struct());
-        members.push("objects", Value::Array(self.objects.iter().map(Object::to_value).collect()));
+        members.push(
+            "objects",
+            Value::Array(self.objects.iter().map(Object::to_value).collect()),
+        );
         members.extend(self.extra.clone());
         Value::Struct(members).to_xml()
     }
@@ -385,14 +437,30 @@ impl OvaXml {
     /// Only the fields this needs are decoded, so archives with otherwise incomplete records
     /// (XO writes a bare SR record) can still be read; [`OvaXml::check_importable`] checks the rest.
     pub fn streamed_disks(&self) -> Result<Vec<DiskInfo>, Error> {
-        let mut ids = std::collections::BTreeSet::new();
+        self.streamed_disks_with(&self.index()?)
+    }
+
+    /// Objects by id (an error for duplicate or null ids), so that lookups stay cheap on
+    /// files with many objects.
+    fn index(&self) -> Result<Index<'_>, Error> {
+        let mut by_id = HashMap::with_capacity(self.objects.len());
         for object in &self.objects {
-            if object.id.is_null() || !ids.insert(object.id.as_str()) {
-                return Err(Error::DuplicateId { id: excerpt(object.id.as_str()) });
+            if object.id.is_null() || by_id.insert(object.id.as_str(), object).is_some() {
+                return Err(Error::DuplicateId {
+                    id: excerpt(object.id.as_str()),
+                });
             }
         }
-        let mut plugged = Vec::new();
-        for vbd in self.objects.iter().filter(|object| object.class == Class::Vbd) {
+        Ok(Index(by_id))
+    }
+
+    fn streamed_disks_with(&self, index: &Index<'_>) -> Result<Vec<DiskInfo>, Error> {
+        let mut plugged = HashSet::new();
+        for vbd in self
+            .objects
+            .iter()
+            .filter(|object| object.class == Class::Vbd)
+        {
             let label = vbd.label();
             let mut fields = records::FieldReader::new(&label, &vbd.snapshot);
             let vbd_type: Option<VbdType> = fields.optional("type")?;
@@ -403,46 +471,37 @@ impl OvaXml {
             if vdi_id.is_null() {
                 continue;
             }
-            let vdi = self.deref(&label, "VDI", &vdi_id, &Class::Vdi)?;
+            let vdi = index.deref(&label, "VDI", &vdi_id, &Class::Vdi)?;
             let vdi_label = vdi.label();
             let sr_id: ExportId =
                 records::FieldReader::new(&vdi_label, &vdi.snapshot).required("SR")?;
-            let sr = self.deref(&vdi_label, "SR", &sr_id, &Class::Sr)?;
+            let sr = index.deref(&vdi_label, "SR", &sr_id, &Class::Sr)?;
             let sr_label = sr.label();
             let content_type: Option<String> =
                 records::FieldReader::new(&sr_label, &sr.snapshot).optional("content_type")?;
             if content_type.as_deref() != Some("iso") {
-                plugged.push(vdi_id);
+                plugged.insert(vdi_id);
             }
         }
         let mut disks = Vec::new();
-        for vdi in self.objects.iter().filter(|object| object.class == Class::Vdi) {
+        for vdi in self
+            .objects
+            .iter()
+            .filter(|object| object.class == Class::Vdi)
+        {
             let label = vdi.label();
             let mut fields = records::FieldReader::new(&label, &vdi.snapshot);
             let vdi_type: Option<VdiType> = fields.optional("type")?;
             if plugged.contains(&vdi.id) || vdi_type == Some(VdiType::Suspend) {
                 let virtual_size: u64 = fields.required("virtual_size")?;
-                disks.push(DiskInfo { id: vdi.id.clone(), virtual_size });
+                disks.push(DiskInfo {
+                    id: vdi.id.clone(),
+                    virtual_size,
+                });
             }
         }
         disks.sort_by(|left, right| left.id.as_str().cmp(right.id.as_str()));
         Ok(disks)
-    }
-
-    fn deref(
-        &self,
-        record: &str,
-        field: &str,
-        target: &ExportId,
-        class: &Class,
-    ) -> Result<&Object, Error> {
-        self.find(target).filter(|object| object.class == *class).ok_or_else(|| {
-            Error::DanglingRef {
-                record: record.to_owned(),
-                field: field.to_owned(),
-                target: excerpt(target.as_str()),
-            }
-        })
     }
 
     /// Checks what xapi's importer would check: every VM, VDI, VBD, VIF, SR and network record
@@ -456,34 +515,35 @@ impl OvaXml {
                 value: self.version.export_vsn.to_string(),
             });
         }
-        self.streamed_disks()?;
+        let index = self.index()?;
+        self.streamed_disks_with(&index)?;
         for object in &self.objects {
             let label = object.label();
             match object.class {
                 Class::Vm => {
                     let vm: Vm = object.record()?;
                     for vbd in &vm.vbds {
-                        self.deref(&label, "VBDs", vbd, &Class::Vbd)?;
+                        index.deref(&label, "VBDs", vbd, &Class::Vbd)?;
                     }
                     for vif in &vm.vifs {
-                        self.deref(&label, "VIFs", vif, &Class::Vif)?;
+                        index.deref(&label, "VIFs", vif, &Class::Vif)?;
                     }
                 }
                 Class::Vdi => {
                     let vdi: Vdi = object.record()?;
-                    self.deref(&label, "SR", &vdi.sr, &Class::Sr)?;
+                    index.deref(&label, "SR", &vdi.sr, &Class::Sr)?;
                 }
                 Class::Vbd => {
                     let vbd: Vbd = object.record()?;
-                    self.deref(&label, "VM", &vbd.vm, &Class::Vm)?;
+                    index.deref(&label, "VM", &vbd.vm, &Class::Vm)?;
                     if !vbd.vdi.is_null() {
-                        self.deref(&label, "VDI", &vbd.vdi, &Class::Vdi)?;
+                        index.deref(&label, "VDI", &vbd.vdi, &Class::Vdi)?;
                     }
                 }
                 Class::Vif => {
                     let vif: Vif = object.record()?;
-                    self.deref(&label, "VM", &vif.vm, &Class::Vm)?;
-                    self.deref(&label, "network", &vif.network, &Class::Network)?;
+                    index.deref(&label, "VM", &vif.vm, &Class::Vm)?;
+                    index.deref(&label, "network", &vif.network, &Class::Network)?;
                 }
                 Class::Sr => {
                     object.record::<Sr>()?;
@@ -507,7 +567,9 @@ mod tests {
         let vm = ova.add(&Vm::new("vm", 256 << 20, 1));
         let sr = ova.add(&Sr::new("sr"));
         let network = ova.add(&Network::new("net", "xenbr0"));
-        let disk = ova.attach_disk(&vm, &Vdi::new("d0", sr.clone(), 5 << 20), 0, true).unwrap();
+        let disk = ova
+            .attach_disk(&vm, &Vdi::new("d0", sr.clone(), 5 << 20), 0, true)
+            .unwrap();
         ova.attach_vif(&vm, &network, 0, "").unwrap();
         (ova, vm, disk)
     }
@@ -526,7 +588,10 @@ mod tests {
         assert_eq!(vm_record.vbds.len(), 1);
         assert_eq!(
             parsed.streamed_disks().unwrap(),
-            vec![DiskInfo { id: disk, virtual_size: 5 << 20 }]
+            vec![DiskInfo {
+                id: disk,
+                virtual_size: 5 << 20
+            }]
         );
     }
 
@@ -555,10 +620,17 @@ mod tests {
         suspend.vdi_type = VdiType::Suspend;
         let suspend = ova.add(&suspend);
 
-        let ids: Vec<String> =
-            ova.streamed_disks().unwrap().into_iter().map(|disk| disk.id.to_string()).collect();
+        let ids: Vec<String> = ova
+            .streamed_disks()
+            .unwrap()
+            .into_iter()
+            .map(|disk| disk.id.to_string())
+            .collect();
         // `Ref:10` sorts before `Ref:9`, as in xapi.
-        assert_eq!(ids, vec![suspend.to_string(), "Ref:10".to_owned(), "Ref:9".to_owned()]);
+        assert_eq!(
+            ids,
+            vec![suspend.to_string(), "Ref:10".to_owned(), "Ref:9".to_owned()]
+        );
     }
 
     #[test]
@@ -566,9 +638,15 @@ mod tests {
         let (mut ova, _, disk) = sample();
         let mut dangling = ova.clone();
         dangling.objects.retain(|object| object.id != disk);
-        assert!(matches!(dangling.streamed_disks(), Err(Error::DanglingRef { .. })));
+        assert!(matches!(
+            dangling.streamed_disks(),
+            Err(Error::DanglingRef { .. })
+        ));
         let copy = ova.objects[0].clone();
         ova.objects.push(copy);
-        assert!(matches!(ova.streamed_disks(), Err(Error::DuplicateId { .. })));
+        assert!(matches!(
+            ova.streamed_disks(),
+            Err(Error::DuplicateId { .. })
+        ));
     }
 }

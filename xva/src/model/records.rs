@@ -14,7 +14,10 @@ use crate::error::{Error, excerpt};
 
 /// Why one field failed to decode (turned into an [`Error`] with the record and field names).
 pub(crate) enum FieldProblem {
-    Type { expected: &'static str, found: &'static str },
+    Type {
+        expected: &'static str,
+        found: &'static str,
+    },
     Value(String),
 }
 
@@ -27,7 +30,10 @@ pub(crate) trait Field: Sized {
 }
 
 fn type_problem(expected: &'static str, found: &Value) -> FieldProblem {
-    FieldProblem::Type { expected, found: found.type_name() }
+    FieldProblem::Type {
+        expected,
+        found: found.type_name(),
+    }
 }
 
 fn value_problem(text: &str) -> FieldProblem {
@@ -114,7 +120,9 @@ impl Field for BTreeMap<String, String> {
 
     fn encode(&self) -> Value {
         Value::Struct(
-            self.iter().map(|(key, text)| (key.clone(), Value::String(text.clone()))).collect(),
+            self.iter()
+                .map(|(key, text)| (key.clone(), Value::String(text.clone())))
+                .collect(),
         )
     }
 }
@@ -142,7 +150,11 @@ pub(crate) struct FieldReader<'a> {
 
 impl<'a> FieldReader<'a> {
     pub(crate) fn new(record: &'a str, source: &'a Struct) -> Self {
-        Self { record, source, used: Vec::new() }
+        Self {
+            record,
+            source,
+            used: Vec::new(),
+        }
     }
 
     fn error(&self, field: &str, problem: FieldProblem) -> Error {
@@ -165,7 +177,9 @@ impl<'a> FieldReader<'a> {
         self.used.push(name);
         match self.source.get(name) {
             None => Ok(None),
-            Some(value) => T::decode(value).map(Some).map_err(|problem| self.error(name, problem)),
+            Some(value) => T::decode(value)
+                .map(Some)
+                .map_err(|problem| self.error(name, problem)),
         }
     }
 
@@ -893,12 +907,17 @@ mod tests {
         // userdevice as <i8>: xapi says "Expected string".
         snapshot.insert("userdevice", Value::Int(0));
         let error = Vbd::from_struct(&snapshot).unwrap_err();
-        assert!(matches!(error, Error::FieldType { ref field, expected: "a string", found: "an int", .. } if field == "userdevice"));
+        assert!(
+            matches!(error, Error::FieldType { ref field, expected: "a string", found: "an int", .. } if field == "userdevice")
+        );
 
         // bootable as an untyped "1": xapi accepts only <boolean>.
         let mut snapshot = vbd.to_struct();
         snapshot.insert("bootable", Value::String("1".into()));
-        assert!(matches!(Vbd::from_struct(&snapshot), Err(Error::FieldType { .. })));
+        assert!(matches!(
+            Vbd::from_struct(&snapshot),
+            Err(Error::FieldType { .. })
+        ));
 
         // status_code may be <i4> or untyped.
         let mut snapshot = vbd.to_struct();
@@ -909,7 +928,9 @@ mod tests {
         let mut snapshot = vbd.to_struct();
         snapshot.remove("qos_supported_algorithms");
         snapshot.remove("unpluggable");
-        assert!(matches!(Vbd::from_struct(&snapshot), Err(Error::MissingField { ref field, .. }) if field == "qos_supported_algorithms"));
+        assert!(
+            matches!(Vbd::from_struct(&snapshot), Err(Error::MissingField { ref field, .. }) if field == "qos_supported_algorithms")
+        );
         snapshot.insert("qos_supported_algorithms", Value::Array(vec![]));
         assert!(Vbd::from_struct(&snapshot).unwrap().unpluggable);
     }
@@ -928,7 +949,10 @@ mod tests {
     fn negative_sizes_are_rejected() {
         let mut snapshot = Vdi::new("d", ExportId::new("Ref:1"), 5).to_struct();
         snapshot.insert("virtual_size", Value::Int(-1));
-        assert!(matches!(Vdi::from_struct(&snapshot), Err(Error::FieldValue { .. })));
+        assert!(matches!(
+            Vdi::from_struct(&snapshot),
+            Err(Error::FieldValue { .. })
+        ));
     }
 
     #[test]

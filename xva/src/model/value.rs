@@ -115,7 +115,11 @@ impl Value {
                 let _ = write!(out, "{number}");
             }
             Self::Bool(flag) => {
-                out.push_str(if *flag { "<boolean>1</boolean>" } else { "<boolean>0</boolean>" });
+                out.push_str(if *flag {
+                    "<boolean>1</boolean>"
+                } else {
+                    "<boolean>0</boolean>"
+                });
             }
             Self::Double(number) => {
                 let _ = write!(out, "<double>{number:?}</double>");
@@ -190,7 +194,10 @@ impl Struct {
 
     /// The first member named `name`.
     pub fn get(&self, name: &str) -> Option<&Value> {
-        self.members.iter().find(|(key, _)| key == name).map(|(_, value)| value)
+        self.members
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value)
     }
 
     /// Sets `name`: replaces the first member of that name, or appends one.
@@ -216,7 +223,9 @@ impl Struct {
 
     /// The members in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &Value)> {
-        self.members.iter().map(|(key, value)| (key.as_str(), value))
+        self.members
+            .iter()
+            .map(|(key, value)| (key.as_str(), value))
     }
 
     /// Number of members.
@@ -249,7 +258,9 @@ impl Struct {
 
 impl FromIterator<(String, Value)> for Struct {
     fn from_iter<I: IntoIterator<Item = (String, Value)>>(iter: I) -> Self {
-        Self { members: iter.into_iter().collect() }
+        Self {
+            members: iter.into_iter().collect(),
+        }
     }
 }
 
@@ -319,7 +330,10 @@ impl<'a> Parser<'a> {
     }
 
     fn problem(&self, problem: impl Into<String>) -> Error {
-        Error::XmlRpc { position: self.position(), problem: problem.into() }
+        Error::XmlRpc {
+            position: self.position(),
+            problem: problem.into(),
+        }
     }
 
     /// The next structural token; comments and processing instructions are skipped.
@@ -338,12 +352,18 @@ impl<'a> Parser<'a> {
                 }
                 Event::Text(text) => Token::Text(
                     text.decode()
-                        .map_err(|source| Error::XmlSyntax { position, source: source.into() })?
+                        .map_err(|source| Error::XmlSyntax {
+                            position,
+                            source: source.into(),
+                        })?
                         .into_owned(),
                 ),
                 Event::CData(data) => Token::Text(
                     data.decode()
-                        .map_err(|source| Error::XmlSyntax { position, source: source.into() })?
+                        .map_err(|source| Error::XmlSyntax {
+                            position,
+                            source: source.into(),
+                        })?
                         .into_owned(),
                 ),
                 Event::GeneralRef(reference) => {
@@ -357,10 +377,8 @@ impl<'a> Parser<'a> {
                             match quick_xml::escape::resolve_predefined_entity(&name) {
                                 Some(text) => text.to_owned(),
                                 None => {
-                                    return Err(self.problem(format!(
-                                        "unknown entity &{};",
-                                        excerpt(&name)
-                                    )));
+                                    return Err(self
+                                        .problem(format!("unknown entity &{};", excerpt(&name))));
                                 }
                             }
                         }
@@ -541,7 +559,9 @@ impl<'a> Parser<'a> {
                     match self.significant()? {
                         Token::End(tag) if tag == "data" => break items,
                         Token::Start(tag) if tag == "value" => items.push(self.value_body()?),
-                        Token::Empty(tag) if tag == "value" => items.push(Value::String(String::new())),
+                        Token::Empty(tag) if tag == "value" => {
+                            items.push(Value::String(String::new()))
+                        }
                         _ => return Err(self.problem("<data> holds only <value> elements")),
                     }
                 }
@@ -558,7 +578,8 @@ impl<'a> Parser<'a> {
 
 /// Whitespace between elements (space, TAB, LF and CR).
 fn is_blank(text: &str) -> bool {
-    text.bytes().all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
+    text.bytes()
+        .all(|byte| matches!(byte, b' ' | b'\t' | b'\n' | b'\r'))
 }
 
 #[cfg(test)]
@@ -586,7 +607,10 @@ mod tests {
         // Untyped values are strings; xapi reads them as ints where it wants ints.
         assert_eq!(members.get("status_code"), Some(&Value::String("0".into())));
         assert_eq!(members.get("status_code").and_then(Value::as_int), Some(0));
-        assert_eq!(members.get("qos_supported_algorithms"), Some(&Value::Array(vec![])));
+        assert_eq!(
+            members.get("qos_supported_algorithms"),
+            Some(&Value::Array(vec![]))
+        );
         // Written back the way xapi writes it: byte-identical.
         assert_eq!(value.to_xml(), xml);
     }
@@ -607,7 +631,10 @@ mod tests {
         let value = Value::String("a&b<c>\"d\u{1}\r\n\te".into());
         let xml = value.to_xml();
         assert_eq!(xml, "<value>a&amp;b&lt;c&gt;&quot;d&#13;\n\te</value>");
-        assert_eq!(Value::parse(xml.as_bytes()).unwrap(), Value::String("a&b<c>\"d\r\n\te".into()));
+        assert_eq!(
+            Value::parse(xml.as_bytes()).unwrap(),
+            Value::String("a&b<c>\"d\r\n\te".into())
+        );
     }
 
     #[test]
@@ -628,7 +655,10 @@ mod tests {
             assert!(Value::parse(bad.as_bytes()).is_err(), "accepted {bad:?}");
         }
         let deep = "<value><array><data>".repeat(100) + &"</data></array></value>".repeat(100);
-        assert!(matches!(Value::parse(deep.as_bytes()), Err(Error::XmlRpc { .. })));
+        assert!(matches!(
+            Value::parse(deep.as_bytes()),
+            Err(Error::XmlRpc { .. })
+        ));
     }
 
     #[test]

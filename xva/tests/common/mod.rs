@@ -1,5 +1,8 @@
 //! Helpers shared by the integration tests.
-#![allow(dead_code, reason = "each test file uses a different subset of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test file uses a different subset of the helpers"
+)]
 
 use std::path::PathBuf;
 
@@ -15,7 +18,10 @@ pub fn shared_dir() -> PathBuf {
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data).iter().map(|byte| format!("{byte:02x}")).collect()
+    Sha256::digest(data)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }
 
 /// Lays blocks of one disk over zeros.
@@ -39,7 +45,8 @@ pub fn export_with_disks(sizes: &[u64]) -> (OvaXml, Vec<ExportId>) {
         .enumerate()
         .map(|(position, size)| {
             let vdi = Vdi::new(format!("disk{position}"), sr.clone(), *size);
-            ova.attach_disk(&vm, &vdi, u32::try_from(position).unwrap(), position == 0).unwrap()
+            ova.attach_disk(&vm, &vdi, u32::try_from(position).unwrap(), position == 0)
+                .unwrap()
         })
         .collect();
     (ova, ids)
@@ -52,7 +59,10 @@ pub fn extents_of(raw: &[u8], ranges: &[(u64, u64)]) -> Vec<(ByteOffset, Bytes)>
         .map(|(offset, len)| {
             let start = usize::try_from(*offset).unwrap();
             let end = start + usize::try_from(*len).unwrap();
-            (ByteOffset::new(*offset), Bytes::copy_from_slice(&raw[start..end]))
+            (
+                ByteOffset::new(*offset),
+                Bytes::copy_from_slice(&raw[start..end]),
+            )
         })
         .collect()
 }
@@ -66,7 +76,10 @@ pub fn tar_entries(archive: &[u8]) -> Vec<(String, Vec<u8>)> {
         if header.iter().all(|byte| *byte == 0) {
             break;
         }
-        let name_end = header[..100].iter().position(|byte| *byte == 0).unwrap_or(100);
+        let name_end = header[..100]
+            .iter()
+            .position(|byte| *byte == 0)
+            .unwrap_or(100);
         let name = String::from_utf8(header[..name_end].to_vec()).unwrap();
         let size_text = std::str::from_utf8(&header[124..135]).unwrap();
         let size = usize::from_str_radix(size_text.trim_matches(['\0', ' ']), 8).unwrap();
