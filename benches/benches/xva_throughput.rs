@@ -4,7 +4,8 @@
 //! The disk is 32 MiB of incompressible data given as 1 MiB extents (whole chunks, which the
 //! writer moves into the archive without copying). "read" pushes the archive as one buffer, as
 //! the `AsyncArchiveReader` does when it reads each chunk in one go; "read_64k_frames" pushes
-//! it in 64 KiB frames, as an HTTP body arrives, so every chunk is assembled by one copy.
+//! it in 64 KiB frames, as an HTTP body arrives: each chunk is then hashed frame by frame and
+//! handed out as one block per frame-sized piece, never copied back together.
 #![allow(
     clippy::unwrap_used,
     reason = "a bench that cannot set up has nothing to measure"

@@ -108,7 +108,10 @@ fn is_executable(path: &Path) -> bool {
 ///
 /// For test code only: a failing peer command is a failed test, and the message carries the
 /// command line and the peer's stderr so the failure explains itself.
-#[allow(clippy::panic, reason = "a failing peer command fails the calling test")]
+#[allow(
+    clippy::panic,
+    reason = "a failing peer command fails the calling test"
+)]
 pub fn run_ok<I, S>(program: &Path, args: I) -> Vec<u8>
 where
     I: IntoIterator<Item = S>,
@@ -153,7 +156,10 @@ mod tests {
     fn a_missing_tool_skips_or_fails_by_policy() {
         let outcome = std::panic::catch_unwind(|| require("surely-no-such-peer-tool-xyz"));
         if is_ci() {
-            assert!(outcome.is_err(), "CI=true must turn a missing peer into a failure");
+            assert!(
+                outcome.is_err(),
+                "CI=true must turn a missing peer into a failure"
+            );
         } else {
             assert_eq!(outcome.ok().flatten(), None);
         }

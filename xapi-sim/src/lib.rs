@@ -13,6 +13,8 @@
 //!   [`tls`]: generated self-signed host certificates to pin.
 //! - [`scenario`]: builder and TOML scenarios; [`faults`]: fault injection.
 //! - [`sim`]: the shared pool state and the seams for HTTP transfer and NBD handlers.
+//! - [`http`]: the transfer handlers (`/export_raw_vdi`, `/import_raw_vdi`, `/export`,
+//!   `/import`) every pool serves; [`nbd`]: an xapi-nbd look-alike per host.
 //! - [`storage`]: disk data as copy-on-write layers of 2 MiB blocks shared between snapshots and
 //!   clones, xapi's transfer views (allocated blocks, 2 MiB deltas, sector-bitmap imports), and
 //!   sm's CBT logs with `list_changed_blocks`' exact bitmap.
@@ -77,6 +79,9 @@
 pub mod db;
 mod error;
 pub mod faults;
+pub mod fuzzing;
+pub mod http;
+pub mod nbd;
 pub mod pool;
 pub mod rpc;
 pub mod scenario;

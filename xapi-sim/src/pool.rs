@@ -36,6 +36,8 @@ pub struct HostHandle {
     pub url: String,
     /// Its TLS identity (also for its NBD server).
     pub certificate: HostCertificate,
+    /// Where its NBD server listens (the port `VDI.get_nbd_info` advertises; xapi's is 10809).
+    pub nbd: SocketAddr,
 }
 
 /// A running simulated pool; dropping it stops its servers.
@@ -140,6 +142,7 @@ impl Pool {
         }
         let (sim, host_refs, certificates) = build(&spec, &addresses)?;
         let mut router = Router::with_rpc();
+        router.merge(&crate::http::routes());
         router.merge(extra);
         let router = Arc::new(router);
         let scheme = if spec.tls { "https" } else { "http" };
@@ -163,12 +166,32 @@ impl Pool {
                 Arc::clone(&sim),
                 reference.clone(),
             )));
+            let (nbd_listener, nbd_port) =
+                crate::nbd::bind(address.ip())
+                    .await
+                    .map_err(|source| Error::Io {
+                        context: format!("binding the NBD server of {name}"),
+                        source,
+                    })?;
+            sim.write(|db| {
+                if let Some(mut runtime) = db.host_runtime(reference.as_str()).cloned() {
+                    runtime.nbd_port = nbd_port;
+                    db.set_host_runtime(reference.as_str(), runtime);
+                }
+            });
+            servers.push(tokio::spawn(crate::nbd::serve(
+                nbd_listener,
+                Arc::clone(&sim),
+                reference.clone(),
+                certificate.nbd_acceptor()?,
+            )));
             hosts.push(HostHandle {
                 reference,
                 name,
                 address,
                 url: format!("{scheme}://{address}/"),
                 certificate,
+                nbd: SocketAddr::new(address.ip(), nbd_port),
             });
         }
         tracing::info!(pool = %spec.name, master = %hosts.first().map_or("", |host| host.url.as_str()), "pool started");
@@ -515,6 +538,9 @@ fn host_by_name(hosts: &[(String, String)], name: &str) -> Result<String, Error>
         .ok_or_else(|| scenario_error(format!("unknown host {name:?}")))
 }
 
+/// SR types backed by LVM.
+const LVM_TYPES: &[&str] = &["lvm", "lvmoiscsi", "lvmohba"];
+
 fn add_srs(
     db: &mut Db,
     spec: &PoolSpec,
@@ -548,7 +574,15 @@ fn add_srs(
                     Value::Int(i64::try_from(sr_spec.physical_size.0).unwrap_or(i64::MAX)),
                 ),
                 ("other_config", string_map(Vec::<(String, String)>::new())),
-                ("sm_config", string_map(Vec::<(String, String)>::new())),
+                (
+                    "sm_config",
+                    // XCP-ng's LVM SRs are LVHD: their VDIs are VHDs (VHD imports work).
+                    if LVM_TYPES.contains(&sr_spec.sr_type.as_str()) {
+                        string_map([("use_vhd", "true")])
+                    } else {
+                        string_map(Vec::<(String, String)>::new())
+                    },
+                ),
             ],
         );
         let owners = if sr_spec.shared {

@@ -125,3 +125,45 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_transfer_corpus_replays_without_panics() {
+    let directory = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../fuzz/corpus/xapi_sim_transfer"
+    );
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(directory).unwrap() {
+        let path = entry.unwrap().path();
+        let data = std::fs::read(&path).unwrap();
+        let accepted = xapi_sim::fuzzing::transfer_inputs(&data);
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "tar_two_chunks" {
+            let events = xapi_sim::http::tar_chunks::read_all(&data).unwrap();
+            assert_eq!(events.len(), 3, "two chunks and the end");
+        }
+        match name.as_str() {
+            "nbd_read" => assert_eq!(
+                xapi_sim::nbd::policy::request_action(data.first_chunk::<28>().unwrap()),
+                Some((
+                    0x0102_0304_0506_0708,
+                    xapi_sim::nbd::policy::RequestAction::Read {
+                        offset: 1 << 20,
+                        length: 1 << 20
+                    }
+                ))
+            ),
+            "export_name" => {
+                assert!(xapi_sim::nbd::policy::parse_export_name(&data).is_some());
+            }
+            "basic_auth" => assert!(matches!(
+                xapi_sim::http::parse_authorization(&data),
+                xapi_sim::http::Authorization::Basic { .. }
+            )),
+            _ => {}
+        }
+        assert!(accepted <= 6);
+        replayed += 1;
+    }
+    assert!(replayed >= 8, "corpus files: {replayed}");
+}

@@ -1,7 +1,8 @@
 //! Interop: the official Python `XenAPI` SDK (PyPI) runs a scripted scenario against the
 //! simulator over HTTPS with the pool's certificate pinned, once over XML-RPC (the SDK's own
 //! transport) and once over JSON-RPC (the SDK driven through a transport that speaks
-//! `/jsonrpc`, so the SDK's session and result handling still run).
+//! `/jsonrpc`, so the SDK's session and result handling still run). The SDK's session then
+//! downloads a VDI over HTTPS with `urllib` (`/export_raw_vdi` under a `task.create` task).
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,7 +14,7 @@
 mod common;
 
 const SCRIPT: &str = r#"
-import http.client, itertools, json, ssl, sys, time, xmlrpc.client
+import hashlib, http.client, itertools, json, ssl, sys, time, urllib.parse, urllib.request, xmlrpc.client
 import XenAPI
 
 url, user, password, cafile, mode = sys.argv[1:6]
@@ -76,6 +77,20 @@ clone = xmlrpc.client.loads("<methodResponse><params><param>" + fragment + "</pa
 assert api.VM.get_name_label(clone) == "python clone"
 api.task.destroy(task)
 
+disk = [ref for ref, record in api.VDI.get_all_records().items() if record["name_label"] == "web01 disk 0"][0]
+export_task = api.task.create("python export", "")
+query = urllib.parse.urlencode({"session_id": session._session, "vdi": disk, "format": "raw", "task_id": export_task})
+with urllib.request.urlopen(url.rstrip("/") + "/export_raw_vdi?" + query, context=context) as response:
+    assert response.getheader("task-id") == export_task
+    data = response.read()
+deadline = time.time() + 10
+while api.task.get_status(export_task) == "pending":
+    assert time.time() < deadline, "export task never finished"
+    time.sleep(0.02)
+assert api.task.get_status(export_task) == "success", api.task.get_error_info(export_task)
+api.task.destroy(export_task)
+print("downloaded", len(data), hashlib.sha256(data).hexdigest())
+
 session.xenapi.session.logout()
 print("python XenAPI scenario passed over", mode)
 "#;
@@ -107,6 +122,13 @@ async fn the_official_python_sdk_runs_a_scenario_over_both_transports() {
             .unwrap();
         let output = String::from_utf8(output).unwrap();
         assert!(output.contains(&format!("passed over {mode}")), "{output}");
+        let disk = common::named(&pool, xapi_sim::db::ClassId::Vdi, "web01 disk 0");
+        let content = pool.sim().read(|db| db.disk_of(&disk)).unwrap();
+        let expected = hex::encode(pool.storage().sha256(content).unwrap());
+        assert!(
+            output.contains(&format!("downloaded {} {expected}", 64 << 20)),
+            "{output}"
+        );
     }
     let clones = pool.sim().read(|db| {
         db.find(

@@ -11,7 +11,9 @@
 //!   chunks left out except the first and last; disks in xapi's order.
 //! - [`ArchiveReader`]: sans-IO forward-only reader (bytes in, [`Event`]s out) with xapi's
 //!   relative chunk arithmetic (keepalive chunks of old exports, v26 exports), every checksum
-//!   verified, compression detected, memory bounded by one chunk.
+//!   verified, compression detected, memory bounded by one chunk. A chunk split across input
+//!   frames is hashed piece by piece ([`ChecksumHasher`]) and handed out, once verified, as
+//!   one [`Block`] per piece, never copied back together.
 //! - Thin adapters: [`archive_stream`] / [`read_stream`] over `futures` streams, and (feature
 //!   `tokio`, on by default) [`AsyncArchiveReader`] and [`write_archive`].
 //!
@@ -59,6 +61,7 @@ mod error;
 #[cfg(feature = "tokio")]
 mod io;
 pub mod model;
+mod pieces;
 mod queue;
 pub mod read;
 mod stream;
@@ -66,7 +69,7 @@ pub mod tar;
 mod units;
 pub mod write;
 
-pub use checksum::ChecksumKind;
+pub use checksum::{ChecksumHasher, ChecksumKind};
 pub use compress::{Compression, CompressionFormat};
 pub use error::{BoxError, DiskMismatchProblem, Error, ExtentProblem, TarHeaderProblem};
 #[cfg(feature = "tokio")]

@@ -82,6 +82,21 @@ impl ByteQueue {
         joined.freeze()
     }
 
+    /// Removes and returns up to `max` leading bytes of the first frame: never a copy, so a
+    /// piece spread over several frames comes out one frame at a time.
+    pub(crate) fn take_front(&mut self, max: usize) -> Bytes {
+        let Some(front) = self.frames.front_mut() else {
+            return Bytes::new();
+        };
+        let piece = if front.len() > max {
+            front.split_to(max)
+        } else {
+            self.frames.pop_front().unwrap_or_default()
+        };
+        self.len = self.len.saturating_sub(piece.len());
+        piece
+    }
+
     /// Drops the next `count` bytes (fewer if fewer are queued); returns how many.
     pub(crate) fn discard(&mut self, count: usize) -> usize {
         let mut left = count.min(self.len);
@@ -132,5 +147,19 @@ mod tests {
         assert_eq!(queue.discard(10), 3);
         assert!(queue.is_empty());
         assert_eq!(queue.take(4), "");
+
+        // Front pieces: slices of each frame in turn, never joined.
+        let second = Bytes::from_static(b"xyz");
+        queue.push(first.clone());
+        queue.push(second.clone());
+        let piece = queue.take_front(4);
+        assert_eq!(
+            (piece.as_ref(), piece.as_ptr()),
+            (&b"hell"[..], first.as_ptr())
+        );
+        assert_eq!(queue.take_front(100), "o ");
+        assert_eq!(queue.take_front(100).as_ptr(), second.as_ptr());
+        assert!(queue.is_empty());
+        assert_eq!(queue.take_front(1), "");
     }
 }

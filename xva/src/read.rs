@@ -11,8 +11,15 @@
 //! zeros are dropped. Gaps are not materialised: the
 //! consumer gets only the chunks present and knows every other byte is zero.
 //!
+//! A chunk is never copied to be verified: when it arrives split across input frames (an HTTP
+//! body comes in 64 KiB frames), each frame's piece is kept as a slice and fed to a running
+//! checksum as it arrives, and once the companion checksum matches, the chunk goes out as one
+//! [`Block`] per piece.
+//!
 //! Memory stays bounded by one chunk (plus `ova.xml`, up to [`ReaderLimits::max_ova_xml_len`]):
 //! compressed input is decoded only as far as the next step needs.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
@@ -20,10 +27,10 @@ use crate::checksum::ChecksumKind;
 use crate::compress::{CompressionFormat, Decoder};
 use crate::error::{Error, excerpt, excerpt_bytes};
 use crate::model::{DiskInfo, OvaXml};
+use crate::pieces::ChunkPieces;
 use crate::queue::ByteQueue;
 use crate::tar::{self, BLOCK_SIZE, EntryHeader, HeaderBlock};
 use crate::units::{ByteOffset, CHUNK_SIZE, DiskIndex};
-use crate::write::is_all_zero;
 
 /// Name of the first entry of every XVA.
 pub const OVA_XML: &str = "ova.xml";
@@ -73,14 +80,16 @@ impl ArchiveLayout {
     }
 }
 
-/// Verified data of one chunk: `data.len()` bytes of disk `disk` starting at `offset`.
+/// Verified data: `data.len()` bytes of disk `disk` starting at `offset`. A whole chunk when it
+/// arrived in one input frame, otherwise one contiguous piece of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     /// The disk, an index into [`ArchiveLayout::disks`].
     pub disk: DiskIndex,
     /// Where the data lands on the disk.
     pub offset: ByteOffset,
-    /// The chunk's bytes (a slice of the input when it arrived in one piece).
+    /// The bytes: a slice of the input frame they arrived in (pieces shorter than 16 KiB
+    /// that are not a whole chunk are copied together, which bounds their number).
     pub data: Bytes,
 }
 
@@ -90,7 +99,9 @@ pub struct Block {
 pub enum Event {
     /// `ova.xml` was read: always the first event.
     Layout(Box<ArchiveLayout>),
-    /// A verified chunk. Blocks of a disk come in increasing offset order; bytes no block
+    /// Verified data: a whole chunk, or, when the chunk arrived split across input frames,
+    /// one block per contiguous piece, back to back. A chunk's blocks come only once its
+    /// checksum is verified. Blocks of a disk come in increasing offset order; bytes no block
     /// covers are zero.
     Block(Block),
     /// Every byte of this disk has been accounted for.
@@ -111,16 +122,17 @@ enum State {
     ChunkData {
         cursor: Cursor,
         chunk: Chunk,
+        body: ChunkPieces,
     },
     CompanionHeader {
         cursor: Cursor,
         chunk: Chunk,
-        data: Bytes,
+        body: ChunkPieces,
     },
     CompanionData {
         cursor: Cursor,
         chunk: Chunk,
-        data: Bytes,
+        body: ChunkPieces,
         kind: ChecksumKind,
         size: u64,
     },
@@ -193,6 +205,11 @@ pub struct ArchiveReader {
     export_vsn: i64,
     first_chunk_len: Option<u64>,
     pending_header: Option<HeaderBlock>,
+    /// The checksum the next companion is expected to be (the previous one's), so that a
+    /// chunk is hashed while its frames arrive; a wrong guess costs one more hash pass.
+    expected_checksum: Option<ChecksumKind>,
+    /// Verified blocks of the last chunk, not yet handed out.
+    ready: VecDeque<Block>,
 }
 
 /// The decoder, wrapped so that the reader can derive `Debug`.
@@ -231,6 +248,8 @@ impl ArchiveReader {
             export_vsn: 0,
             first_chunk_len: None,
             pending_header: None,
+            expected_checksum: None,
+            ready: VecDeque::new(),
         }
     }
 
@@ -251,11 +270,11 @@ impl ArchiveReader {
 
     /// True once [`Event::End`] has been returned or an error has stopped the reader.
     pub fn is_done(&self) -> bool {
-        matches!(self.state, State::Done)
+        matches!(self.state, State::Done) && self.ready.is_empty()
     }
 
     /// How many input bytes the next step needs: an adapter that reads exactly this much gets
-    /// every chunk of a plain archive in one frame (so it is never copied).
+    /// every chunk of a plain archive in one frame (so it comes out as one block).
     pub fn input_hint(&self) -> usize {
         if self.format.is_none() {
             return BLOCK_SIZE.saturating_sub(self.raw.len()).max(1);
@@ -273,7 +292,9 @@ impl ArchiveReader {
                 }
             }
             State::OvaBody { size } => padded(*size),
-            State::ChunkData { chunk, .. } => padded(chunk.size),
+            State::ChunkData { chunk, body, .. } => usize::try_from(body.missing())
+                .unwrap_or(usize::MAX)
+                .saturating_add(tar::padding(chunk.size)),
             State::CompanionData { size, .. } => padded(*size),
             State::TrailerSkip { remaining } => usize::try_from(*remaining)
                 .unwrap_or(usize::MAX)
@@ -287,6 +308,9 @@ impl ArchiveReader {
     /// error, which stop the reader).
     pub fn next_event(&mut self) -> Result<Option<Event>, Error> {
         loop {
+            if let Some(block) = self.ready.pop_front() {
+                return Ok(Some(Event::Block(block)));
+            }
             let state = std::mem::replace(&mut self.state, State::Done);
             if matches!(state, State::Done) {
                 return Ok(None);
@@ -308,19 +332,23 @@ impl ArchiveReader {
             State::OvaHeader => self.ova_header(),
             State::OvaBody { size } => self.ova_body(size),
             State::ChunkHeader(cursor) => self.chunk_header(cursor),
-            State::ChunkData { cursor, chunk } => self.chunk_data(cursor, chunk),
+            State::ChunkData {
+                cursor,
+                chunk,
+                body,
+            } => self.chunk_data(cursor, chunk, body),
             State::CompanionHeader {
                 cursor,
                 chunk,
-                data,
-            } => self.companion_header(cursor, chunk, data),
+                body,
+            } => self.companion_header(cursor, chunk, body),
             State::CompanionData {
                 cursor,
                 chunk,
-                data,
+                body,
                 kind,
                 size,
-            } => self.companion_data(cursor, chunk, data, kind, size),
+            } => self.companion_data(cursor, chunk, body, kind, size),
             State::Trailer { table_allowed } => self.trailer(table_allowed),
             State::TrailerSkip { remaining } => self.trailer_skip(remaining),
             State::Done => Ok((State::Done, Step::NeedInput)),
@@ -362,17 +390,30 @@ impl ArchiveReader {
                     Fill::Pending
                 });
             };
-            let Some(front) = self.raw.front() else {
+            if self.raw.is_empty() {
                 return Ok(if self.input_ended {
                     Fill::Ended
                 } else {
                     Fill::Pending
                 });
-            };
+            }
             let step = needed.saturating_sub(self.tar.len()).max(COMPRESSED_STEP);
             let mut out = Vec::with_capacity(step);
-            let used = decoder.decode(front, &mut out)?;
-            self.raw.discard(used);
+            // Decode across input frames into one buffer: the fewer pieces a chunk has, the
+            // fewer blocks it makes.
+            let mut used = 0usize;
+            while out.len() < out.capacity() {
+                let Some(front) = self.raw.front() else {
+                    break;
+                };
+                let before = out.len();
+                let taken = decoder.decode(front, &mut out)?;
+                self.raw.discard(taken);
+                used = used.saturating_add(taken);
+                if taken == 0 && out.len() == before {
+                    break;
+                }
+            }
             if out.is_empty() && used == 0 {
                 // A decoder that takes nothing and gives nothing from non-empty input is stuck
                 // on data that is not its format.
@@ -387,6 +428,10 @@ impl ArchiveReader {
                         "trailing data that does not decode",
                     ),
                 });
+            }
+            // A chunk keeps its decoded pieces until verified: give back room they do not use.
+            if out.capacity().saturating_sub(out.len()) > out.len() / 8 {
+                out.shrink_to_fit();
             }
             self.tar.push(Bytes::from(out));
         }
@@ -482,6 +527,8 @@ impl ArchiveReader {
         let ova = OvaXml::parse(&xml)?;
         let disks = ova.streamed_disks()?;
         self.export_vsn = ova.version.export_vsn;
+        // Archives with companions get XXH64 from every current writer.
+        self.expected_checksum = (self.export_vsn > 0).then_some(ChecksumKind::Xxhash);
         tracing::debug!(
             disks = disks.len(),
             export_vsn = self.export_vsn,
@@ -543,7 +590,15 @@ impl ArchiveReader {
             Some(Some(HeaderBlock::Entry(header))) => header,
         };
         let chunk = self.parse_chunk(&id, virtual_size, &mut cursor, header)?;
-        Ok((State::ChunkData { cursor, chunk }, Step::Continue))
+        let body = ChunkPieces::new(chunk.size, self.expected_checksum);
+        Ok((
+            State::ChunkData {
+                cursor,
+                chunk,
+                body,
+            },
+            Step::Continue,
+        ))
     }
 
     /// Checks a chunk header against xapi's rules and places the chunk on the disk.
@@ -631,17 +686,47 @@ impl ArchiveReader {
         })
     }
 
-    fn chunk_data(&mut self, cursor: Cursor, chunk: Chunk) -> Result<(State, Step), Error> {
-        if !self.fill_entry(chunk.size, "a chunk")? {
-            return Ok((State::ChunkData { cursor, chunk }, Step::NeedInput));
+    /// Takes the chunk's bytes as they come, frame by frame, without joining them.
+    fn chunk_data(
+        &mut self,
+        cursor: Cursor,
+        chunk: Chunk,
+        mut body: ChunkPieces,
+    ) -> Result<(State, Step), Error> {
+        let padding = tar::padding(chunk.size);
+        let needed = usize::try_from(body.missing())
+            .unwrap_or(usize::MAX)
+            .saturating_add(padding);
+        let fill = self.fill(needed)?;
+        while body.missing() > 0 {
+            let piece = self
+                .tar
+                .take_front(usize::try_from(body.missing()).unwrap_or(usize::MAX));
+            if piece.is_empty() {
+                break;
+            }
+            self.advance_offset(piece.len());
+            body.push(piece);
         }
-        let data = self.consume(chunk.size);
-        self.discard(tar::padding(chunk.size));
+        if body.missing() > 0 || self.tar.len() < padding {
+            if matches!(fill, Fill::Ended) {
+                return Err(Error::Truncated { context: "a chunk" });
+            }
+            return Ok((
+                State::ChunkData {
+                    cursor,
+                    chunk,
+                    body,
+                },
+                Step::NeedInput,
+            ));
+        }
+        self.discard(padding);
         Ok((
             State::CompanionHeader {
                 cursor,
                 chunk,
-                data,
+                body,
             },
             Step::Continue,
         ))
@@ -651,7 +736,7 @@ impl ArchiveReader {
         &mut self,
         cursor: Cursor,
         chunk: Chunk,
-        data: Bytes,
+        body: ChunkPieces,
     ) -> Result<(State, Step), Error> {
         let checksums_required = self.export_vsn > 0;
         let header = match self.next_header("a checksum entry")? {
@@ -660,7 +745,7 @@ impl ArchiveReader {
                     State::CompanionHeader {
                         cursor,
                         chunk,
-                        data,
+                        body,
                     },
                     Step::NeedInput,
                 ));
@@ -670,7 +755,10 @@ impl ArchiveReader {
                     context: "a checksum entry",
                 });
             }
-            Some(None) => return self.chunk_done(cursor, chunk, data),
+            Some(None) => {
+                self.expected_checksum = None;
+                return self.chunk_done(cursor, chunk, body);
+            }
             Some(Some(header)) => header,
         };
         let companion = match &header {
@@ -694,7 +782,7 @@ impl ArchiveReader {
                     State::CompanionData {
                         cursor,
                         chunk,
-                        data,
+                        body,
                         kind,
                         size,
                     },
@@ -721,7 +809,8 @@ impl ArchiveReader {
             None => {
                 // export_vsn 0 archives carry no inline checksums: this header is the next entry.
                 self.pending_header = Some(header);
-                self.chunk_done(cursor, chunk, data)
+                self.expected_checksum = None;
+                self.chunk_done(cursor, chunk, body)
             }
         }
     }
@@ -730,7 +819,7 @@ impl ArchiveReader {
         &mut self,
         cursor: Cursor,
         chunk: Chunk,
-        data: Bytes,
+        mut body: ChunkPieces,
         kind: ChecksumKind,
         size: u64,
     ) -> Result<(State, Step), Error> {
@@ -739,7 +828,7 @@ impl ArchiveReader {
                 State::CompanionData {
                     cursor,
                     chunk,
-                    data,
+                    body,
                     kind,
                     size,
                 },
@@ -748,7 +837,8 @@ impl ArchiveReader {
         }
         let expected = self.consume(size);
         self.discard(tar::padding(size));
-        let found = kind.digest(&data);
+        let found = body.digest(kind);
+        self.expected_checksum = Some(kind);
         // xapi compares the strings exactly: case and whitespace matter.
         if expected.as_ref() != found.as_bytes() {
             return Err(Error::ChecksumMismatch {
@@ -757,19 +847,20 @@ impl ArchiveReader {
                 found,
             });
         }
-        self.chunk_done(cursor, chunk, data)
+        self.chunk_done(cursor, chunk, body)
     }
 
-    /// Accounts for a chunk and hands it out (empty keepalive chunks only advance the name).
+    /// Accounts for a chunk and queues its blocks (empty keepalive chunks only advance the
+    /// name).
     fn chunk_done(
         &mut self,
         mut cursor: Cursor,
         chunk: Chunk,
-        mut data: Bytes,
+        mut body: ChunkPieces,
     ) -> Result<(State, Step), Error> {
         if chunk.overhang > 0 {
-            let inside = usize::try_from(chunk.size.saturating_sub(chunk.overhang)).unwrap_or(0);
-            if !is_all_zero(data.get(inside..).unwrap_or_default()) {
+            let inside = chunk.size.saturating_sub(chunk.overhang);
+            if !body.drop_zero_tail(inside) {
                 return Err(Error::ChunkBeyondDisk {
                     disk: chunk.disk,
                     chunk: excerpt(&chunk.name),
@@ -782,22 +873,24 @@ impl ArchiveReader {
                 overhang = chunk.overhang,
                 "zero padding past the end of the disk dropped"
             );
-            data.truncate(inside);
         }
         cursor.offset = chunk.start.saturating_add(chunk.size);
-        cursor.previous = Some((chunk.suffix, chunk.number));
         let disk = DiskIndex::new(cursor.disk);
-        let step = if data.is_empty() {
-            tracing::trace!(chunk = %chunk.name, "empty chunk");
-            Step::Continue
-        } else {
-            Step::Event(Event::Block(Block {
+        let mut offset = chunk.start;
+        for data in body.into_pieces() {
+            let length = u64::try_from(data.len()).unwrap_or(u64::MAX);
+            self.ready.push_back(Block {
                 disk,
-                offset: ByteOffset::new(chunk.start),
+                offset: ByteOffset::new(offset),
                 data,
-            }))
-        };
-        Ok((State::ChunkHeader(cursor), step))
+            });
+            offset = offset.saturating_add(length);
+        }
+        if self.ready.is_empty() {
+            tracing::trace!(chunk = %chunk.name, "empty chunk");
+        }
+        cursor.previous = Some((chunk.suffix, chunk.number));
+        Ok((State::ChunkHeader(cursor), Step::Continue))
     }
 
     fn trailer(&mut self, table_allowed: bool) -> Result<(State, Step), Error> {
@@ -869,7 +962,7 @@ fn padded(size: u64) -> usize {
 pub struct Verified {
     /// The archive's layout.
     pub layout: ArchiveLayout,
-    /// Number of chunks with data.
+    /// Number of blocks handed out: one per chunk with data, as the archive is one buffer.
     pub blocks: u64,
     /// Bytes of chunk data (zeros in gaps not counted).
     pub data_bytes: u64,

@@ -467,3 +467,134 @@ fn blocks_are_slices_of_the_input() {
         );
     }
 }
+
+/// Pushes `archive` in frames of `frame` bytes, as an HTTP body arrives; returns the blocks
+/// handed out and the error that stopped the reader, if any.
+fn read_in_frames(archive: &Bytes, frame: usize) -> (Vec<xva::Block>, Option<Error>) {
+    let mut reader = xva::ArchiveReader::new();
+    let mut frames = (0..archive.len())
+        .step_by(frame)
+        .map(|start| archive.slice(start..(start + frame).min(archive.len())));
+    let mut blocks = Vec::new();
+    loop {
+        match reader.next_event() {
+            Ok(Some(xva::Event::Block(block))) => blocks.push(block),
+            Ok(Some(xva::Event::End)) => return (blocks, None),
+            Ok(Some(_)) => {}
+            Ok(None) => match frames.next() {
+                Some(piece) => reader.push(piece),
+                None => reader.finish_input(),
+            },
+            Err(error) => return (blocks, Some(error)),
+        }
+    }
+}
+
+/// Bytes that differ everywhere, so a misplaced piece cannot go unnoticed.
+fn patterned(seed: u8, len: u64) -> Vec<u8> {
+    (0..len)
+        .map(|index| u8::try_from((index * 7 + index / 251) % 256).unwrap() ^ seed)
+        .collect()
+}
+
+#[test]
+fn chunks_split_across_frames_come_out_as_verified_pieces() {
+    // Chunk 1 uses SHA-1 between XXH64 chunks: the reader's running hash guesses the kind from
+    // the previous companion, and a wrong guess must still verify correctly.
+    let (ova, disk) = one_disk(3 * MIB + 1000);
+    let mut last = patterned(3, 1000);
+    last.resize(usize::try_from(MIB).unwrap(), 0); // zero padding past the end, as XO writes
+    let chunks = [
+        (patterned(1, MIB), ChecksumKind::Xxhash),
+        (patterned(2, MIB), ChecksumKind::Sha1),
+        (patterned(4, MIB), ChecksumKind::Xxhash),
+        (last, ChecksumKind::Xxhash),
+    ];
+    let mut entries = vec![ova_entry(&ova)];
+    for (number, (data, kind)) in chunks.iter().enumerate() {
+        entries.extend(pair(&disk, &format!("{number:08}"), data.clone(), *kind));
+    }
+    let archive = tar(&entries);
+    let input = archive.as_ptr_range();
+    for frame in [64 * 1024, 4093, 700_001] {
+        let (blocks, error) = read_in_frames(&archive, frame);
+        assert!(error.is_none(), "frames of {frame}: {error:?}");
+        assert!(
+            blocks.len() > chunks.len(),
+            "frames of {frame}: chunks not split"
+        );
+        for (number, (data, _)) in chunks.iter().enumerate() {
+            let start = number as u64 * MIB;
+            let pieces: Vec<&xva::Block> = blocks
+                .iter()
+                .filter(|block| (start..start + MIB).contains(&block.offset.get()))
+                .collect();
+            // Back to back, and together exactly the chunk (the last without its padding).
+            let mut next = start;
+            for piece in &pieces {
+                assert_eq!(
+                    piece.offset.get(),
+                    next,
+                    "frames of {frame}, chunk {number}"
+                );
+                next += piece.data.len() as u64;
+            }
+            let joined: Vec<u8> = pieces
+                .iter()
+                .flat_map(|piece| piece.data.to_vec())
+                .collect();
+            let expected = if number == 3 {
+                &data[..1000]
+            } else {
+                &data[..]
+            };
+            assert_eq!(joined, expected, "frames of {frame}, chunk {number}");
+        }
+        // Pieces are slices of the frames: only pieces under 16 KiB are gathered by a copy.
+        if frame >= 16 * 1024 {
+            for block in blocks.iter().filter(|block| block.data.len() >= 16 * 1024) {
+                assert!(input.contains(&block.data.as_ptr()), "frames of {frame}");
+            }
+        }
+    }
+
+    // One corrupted byte deep inside chunk 1 (SHA-1) or chunk 2 (XXH64, the guessed kind after
+    // a SHA-1 companion is SHA-1): caught, and no byte of the bad chunk is handed out.
+    let chunk_data_start = |number: usize| {
+        let mut offset = 0;
+        for (name, data) in &entries {
+            if name == &format!("{disk}/{number:08}") {
+                return offset + 512;
+            }
+            offset += 512 + data.len().div_ceil(512) * 512;
+        }
+        unreachable!("chunk {number} is in the archive")
+    };
+    for number in [1, 2] {
+        let mut corrupted = archive.to_vec();
+        corrupted[chunk_data_start(number) + 300_000] ^= 0x10;
+        let corrupted = Bytes::from(corrupted);
+        for frame in [64 * 1024, 4093] {
+            let (blocks, error) = read_in_frames(&corrupted, frame);
+            match error {
+                Some(Error::ChecksumMismatch { chunk, .. }) => {
+                    assert_eq!(chunk, format!("{disk}/{number:08}"), "frames of {frame}");
+                }
+                other => panic!("frames of {frame}: expected a checksum mismatch, got {other:?}"),
+            }
+            let bad_start = number as u64 * MIB;
+            assert!(
+                blocks.iter().all(|block| block.offset.get() < bad_start),
+                "frames of {frame}: data of the corrupted chunk was handed out"
+            );
+            assert_eq!(
+                blocks
+                    .iter()
+                    .map(|block| block.data.len() as u64)
+                    .sum::<u64>(),
+                bad_start,
+                "frames of {frame}: every chunk before the bad one came out"
+            );
+        }
+    }
+}

@@ -43,6 +43,7 @@ fn describe(pools: &[Pool], cert_dir: Option<&PathBuf>) -> anyhow::Result<serde_
             hosts.push(serde_json::json!({
                 "name": host.name,
                 "url": host.url,
+                "nbd": host.nbd.to_string(),
                 "certificate": certificate,
             }));
         }
@@ -86,8 +87,8 @@ async fn main() -> anyhow::Result<()> {
             println!("  credentials: {} / {}", pool["username"], pool["password"]);
             for host in pool["hosts"].as_array().into_iter().flatten() {
                 println!(
-                    "  host {}: {} (certificate: {})",
-                    host["name"], host["url"], host["certificate"]
+                    "  host {}: {} (NBD {}, certificate: {})",
+                    host["name"], host["url"], host["nbd"], host["certificate"]
                 );
             }
         }
