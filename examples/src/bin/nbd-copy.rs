@@ -34,7 +34,7 @@ use nbd_client::{Address, ByteRange, ClientConfig, Pool, Profile, StreamOptions,
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Source: nbd://HOST[:PORT]/EXPORT, nbds://… (TLS), or nbd+unix:///EXPORT?socket=PATH.
+    /// Source: nbd://HOST:PORT/EXPORT (the port is optional), nbds://… (TLS), or nbd+unix:///EXPORT?socket=PATH.
     source: String,
     /// Destination file; `/dev/null` or `null:` discards the data.
     destination: String,

@@ -34,7 +34,7 @@ use xenapi::{Client, ConnectUrl, Host, Secret, TransportKind, Trust, Vm};
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Pool URL: https://USER@HOST[:PORT] (the user defaults to root).
+    /// Pool URL: https://USER@HOST or https://USER@HOST:PORT (the user defaults to root).
     url: String,
     /// Read the password from this file (its first line).
     #[arg(long, conflicts_with = "password_env")]
