@@ -413,11 +413,11 @@ fn populate(
         let host = insert_host(db, &host_spec.name, address.ip(), version);
         db.set_host_runtime(
             &host,
-            HostRuntime {
-                certificate_pem: certificate.pem().to_owned(),
-                certificate_subject: certificate.subject().to_owned(),
-                nbd_port: 10809,
-            },
+            HostRuntime::new(
+                certificate.pem().to_owned(),
+                certificate.der(),
+                certificate.subject().to_owned(),
+            ),
         );
         hosts.push((host, host_spec.name.clone()));
     }

@@ -207,6 +207,39 @@ fn cors_preflight() -> Response<ResponseBody> {
     response
 }
 
+/// Request header asking for the master's certificate thumbprint on `HOST_IS_SLAVE`.
+const THUMBPRINT_REQUEST: &str = "x-xenapi-request-host-certificate-thumbprint";
+/// Response header carrying it (xapi `api_server.ml` `create_thumbprint_header`).
+const THUMBPRINT_RESPONSE: &str = "x-xenapi-response-host-certificate-thumbprint";
+
+/// The digest a client asked for with [`THUMBPRINT_REQUEST`].
+#[derive(Clone, Copy)]
+enum ThumbprintKind {
+    Sha256,
+    Sha1,
+}
+
+impl ThumbprintKind {
+    /// xapi accepts exactly `sha-256:master` and `sha-1:master`; anything else is ignored.
+    fn requested(request: &Request<Incoming>) -> Option<Self> {
+        match request.headers().get(THUMBPRINT_REQUEST)?.as_bytes() {
+            b"sha-256:master" => Some(Self::Sha256),
+            b"sha-1:master" => Some(Self::Sha1),
+            _ => None,
+        }
+    }
+}
+
+fn master_thumbprint(sim: &Sim, kind: ThumbprintKind) -> Option<String> {
+    sim.read(|db| {
+        let runtime = db.host_runtime(&db.master())?;
+        Some(match kind {
+            ThumbprintKind::Sha256 => runtime.fingerprint_sha256.clone(),
+            ThumbprintKind::Sha1 => runtime.fingerprint_sha1.clone(),
+        })
+    })
+}
+
 /// The length an RPC request declares, if xapi would read it: `Content-Length` required, no
 /// `Transfer-Encoding`, at most [`MAX_RPC_BODY`].
 fn rpc_body_length(request: &Request<Incoming>) -> Option<u64> {
@@ -232,6 +265,7 @@ async fn rpc_endpoint(
     let Some(length) = rpc_body_length(&request) else {
         return html_error(StatusCode::INTERNAL_SERVER_ERROR);
     };
+    let thumbprint_kind = ThumbprintKind::requested(&request);
     let limit = usize::try_from(length).unwrap_or(usize::MAX);
     let body = match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -263,6 +297,13 @@ async fn rpc_endpoint(
                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                 HeaderValue::from_static("X-Requested-With"),
             );
+            if reply.host_is_slave
+                && let Some(kind) = thumbprint_kind
+                && let Some(thumbprint) = master_thumbprint(&context.sim, kind)
+                && let Ok(value) = HeaderValue::from_str(&thumbprint)
+            {
+                headers.insert(THUMBPRINT_RESPONSE, value);
+            }
             response
         }
         Err(error) => {

@@ -412,6 +412,66 @@ async fn sessions_cross_transports_and_die_at_logout() {
     );
 }
 
+/// A request with `thumbprint` in `x-xenapi-request-host-certificate-thumbprint`.
+fn login_asking_thumbprint(thumbprint: &str) -> Vec<u8> {
+    let body = xmlrpc::encode_call("session.login_with_password", &[s("root"), s("secret")]);
+    let request = post("/", "text/xml", &body);
+    let head_end = request.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let mut with_header = request[..head_end + 2].to_vec();
+    with_header.extend_from_slice(
+        format!("x-xenapi-request-host-certificate-thumbprint: {thumbprint}\r\n").as_bytes(),
+    );
+    with_header.extend_from_slice(&request[head_end + 2..]);
+    with_header
+}
+
+/// `AB:CD:…` as xapi prints `Certificate.fingerprint_sha256` / `fingerprint_sha1`.
+fn colon_hex(digest: &[u8]) -> String {
+    digest
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+#[tokio::test]
+async fn host_is_slave_carries_the_masters_thumbprint_when_asked() {
+    use sha1::Digest as _;
+    let pool = start(fixture()).await;
+    let member = pool.hosts()[1].address;
+    let master_der = pool.master().certificate.der().to_vec();
+    let header = "x-xenapi-response-host-certificate-thumbprint";
+
+    let answer = send(member, &login_asking_thumbprint("sha-256:master")).await;
+    assert!(answer.text().contains("HOST_IS_SLAVE"));
+    let expected = colon_hex(&sha2::Sha256::digest(&master_der));
+    assert_eq!(answer.header(header), Some(expected.as_str()));
+    assert_eq!(expected.len(), 32 * 3 - 1);
+
+    let answer = send(member, &login_asking_thumbprint("sha-1:master")).await;
+    let expected = colon_hex(&sha1::Sha1::digest(&master_der));
+    assert_eq!(answer.header(header), Some(expected.as_str()));
+
+    // Only on HOST_IS_SLAVE, only for the two values xapi knows, only when asked.
+    let answer = send(member, &login_asking_thumbprint("sha-512:master")).await;
+    assert!(answer.text().contains("HOST_IS_SLAVE"));
+    assert_eq!(answer.header(header), None);
+    let answer = xml_raw(
+        member,
+        "session.login_with_password",
+        &[s("root"), s("secret")],
+    )
+    .await;
+    assert_eq!(answer.header(header), None);
+    let answer = send(
+        pool.master().address,
+        &login_asking_thumbprint("sha-256:master"),
+    )
+    .await;
+    assert!(answer.text().contains("OpaqueRef:"), "{}", answer.text());
+    assert_eq!(answer.header(header), None);
+}
+
 #[tokio::test]
 async fn members_answer_host_is_slave_before_checking_passwords() {
     let pool = start(fixture().auth_failure_delay(Duration::from_millis(150))).await;

@@ -266,6 +266,39 @@ pub struct HostRuntime {
     pub certificate_subject: String,
     /// Port `VDI.get_nbd_info` advertises (xapi: 10809; the NBD server may bind another).
     pub nbd_port: u16,
+    /// SHA-256 fingerprint of the certificate, as xapi stores it in `Certificate.fingerprint_sha256`
+    /// (upper-case hex pairs joined by `:`); sent to clients that ask for it on `HOST_IS_SLAVE`.
+    pub fingerprint_sha256: String,
+    /// SHA-1 fingerprint of the certificate, in the same form (`Certificate.fingerprint_sha1`).
+    pub fingerprint_sha1: String,
+}
+
+impl HostRuntime {
+    /// The runtime facts of a host serving `certificate_der` (PEM `certificate_pem`).
+    #[must_use]
+    pub fn new(
+        certificate_pem: String,
+        certificate_der: &[u8],
+        certificate_subject: String,
+    ) -> Self {
+        use sha1::Digest as _;
+        Self {
+            certificate_pem,
+            certificate_subject,
+            nbd_port: 10809,
+            fingerprint_sha256: colon_hex(&sha2::Sha256::digest(certificate_der)),
+            fingerprint_sha1: colon_hex(&sha1::Sha1::digest(certificate_der)),
+        }
+    }
+}
+
+/// `AB:CD:…`, the form xapi prints certificate fingerprints in.
+fn colon_hex(digest: &[u8]) -> String {
+    digest
+        .iter()
+        .map(|byte| format!("{byte:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Work due later, run by the owner of the lock.

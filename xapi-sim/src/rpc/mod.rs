@@ -41,6 +41,13 @@ pub struct RpcReply {
     pub content_type: &'static str,
     /// The body.
     pub body: Vec<u8>,
+    /// The call failed with `HOST_IS_SLAVE`: xapi then adds the master's certificate
+    /// thumbprint to the response when the request asked for it.
+    pub host_is_slave: bool,
+}
+
+fn is_host_is_slave(answer: &Answer) -> bool {
+    matches!(answer, Answer::Response(Response::Failure(failure)) if failure.code == "HOST_IS_SLAVE")
 }
 
 enum Answer {
@@ -58,13 +65,16 @@ pub async fn handle_xmlrpc(
     body: &[u8],
 ) -> Result<RpcReply, BadRequest> {
     let call = xmlrpc::decode_call(body).map_err(BadRequest)?;
-    let body = match dispatch(sim, host, call).await {
+    let answer = dispatch(sim, host, call).await;
+    let host_is_slave = is_host_is_slave(&answer);
+    let body = match answer {
         Answer::Response(response) => xmlrpc::encode_response(&response),
         Answer::Bare(value) => xmlrpc::encode_bare_response(&value),
     };
     Ok(RpcReply {
         content_type: "text/xml",
         body,
+        host_is_slave,
     })
 }
 
@@ -78,10 +88,13 @@ pub async fn handle_jsonrpc(
     body: &[u8],
 ) -> Result<RpcReply, BadRequest> {
     let jsonrpc::Call { version, id, call } = jsonrpc::decode_call(body).map_err(BadRequest)?;
+    let mut host_is_slave = false;
     let body = if let Some(failure) = sim.emergency() {
         jsonrpc::encode_emergency_failure(&failure)
     } else {
-        let response = match dispatch(sim, host, call).await {
+        let answer = dispatch(sim, host, call).await;
+        host_is_slave = is_host_is_slave(&answer);
+        let response = match answer {
             Answer::Response(response) => response,
             Answer::Bare(value) => Response::Success(value),
         };
@@ -90,6 +103,7 @@ pub async fn handle_jsonrpc(
     Ok(RpcReply {
         content_type: "application/json",
         body,
+        host_is_slave,
     })
 }
 
