@@ -208,6 +208,54 @@ async fn constructors_require_fields_fill_defaults_and_round_sizes() {
         .await;
     assert_eq!(code, "INTERNAL_ERROR");
     assert!(params[0].contains("Dispatcher_FieldNotFound"), "{params:?}");
+    // A required field of each other constructor (SR of a VDI, userdevice of a VBD, MAC of
+    // a VIF) is missing from otherwise complete records.
+    let vm01 = named(&pool, ClassId::Vm, "db01");
+    for (method, record) in [
+        (
+            "VDI.create",
+            Value::structure([
+                ("virtual_size", Value::Int(1 << 20)),
+                ("type", s("user")),
+                ("sharable", Value::Bool(false)),
+                ("read_only", Value::Bool(false)),
+                ("other_config", empty_struct()),
+            ]),
+        ),
+        (
+            "VBD.create",
+            Value::structure([
+                ("VM", s(&vm01)),
+                ("VDI", s(&named(&pool, ClassId::Vdi, "db01 disk 0"))),
+                ("bootable", Value::Bool(false)),
+                ("mode", s("RO")),
+                ("type", s("Disk")),
+                ("empty", Value::Bool(false)),
+                ("other_config", empty_struct()),
+                ("qos_algorithm_type", s("")),
+                ("qos_algorithm_params", empty_struct()),
+            ]),
+        ),
+        (
+            "VIF.create",
+            Value::structure([
+                ("device", s("3")),
+                ("network", s(&named(&pool, ClassId::Network, "NBD network"))),
+                ("VM", s(&vm01)),
+                ("MTU", Value::Int(1500)),
+                ("other_config", empty_struct()),
+                ("qos_algorithm_type", s("")),
+                ("qos_algorithm_params", empty_struct()),
+            ]),
+        ),
+    ] {
+        let (code, params) = api.err(method, &[record]).await;
+        assert_eq!(code, "INTERNAL_ERROR", "{method}");
+        assert!(
+            params[0].contains("Dispatcher_FieldNotFound"),
+            "{method}: {params:?}"
+        );
+    }
     let record = Value::structure([
         ("name_label", s("created")),
         ("user_version", s("1")),
@@ -395,6 +443,56 @@ async fn lifecycle_checks_run_in_xapis_order() {
 }
 
 #[tokio::test]
+async fn power_state_comes_before_concurrency_which_comes_before_template_rules() {
+    let pool = start(fixture()).await;
+    let api = Api::new(&pool).await;
+    let web = named(&pool, ClassId::Vm, "web01");
+    let template = named(&pool, ClassId::Vm, "Debian template");
+    for method in ["VM.snapshot", "VM.clone"] {
+        xml(
+            api.address,
+            "sim.add_latency",
+            &[s(method), Value::Int(1500)],
+        )
+        .await
+        .unwrap();
+    }
+    // A snapshot is allowed in any power state: it runs on the Running web01.
+    let snapshotting = api.ok("Async.VM.snapshot", &[s(&web), s("slow")]).await;
+    let cloning = api.ok("Async.VM.clone", &[s(&template), s("slow")]).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        api.err("VM.clone", &[s(&web), s("c")]).await,
+        err("VM_BAD_POWER_STATE", &[&web, "halted", "running"]),
+        "the power state is checked before the snapshot in progress"
+    );
+    assert_eq!(
+        api.err(
+            "VM.start",
+            &[s(&template), Value::Bool(false), Value::Bool(false)]
+        )
+        .await,
+        err(
+            "OTHER_OPERATION_IN_PROGRESS",
+            &["VM", &template, "clone", cloning.as_str().unwrap()]
+        ),
+        "operations in progress are checked before the template rule"
+    );
+    for task in [snapshotting, cloning] {
+        let record = wait_task(api.address, &api.session, task.as_str().unwrap()).await;
+        assert_eq!(record.get("status"), Some(&s("success")));
+    }
+    assert_eq!(
+        api.err(
+            "VM.start",
+            &[s(&template), Value::Bool(false), Value::Bool(false)]
+        )
+        .await,
+        err("VM_IS_TEMPLATE", &[&template, "start"])
+    );
+}
+
+#[tokio::test]
 async fn vms_start_report_guest_metrics_later_and_shut_down() {
     let pool = start(fixture()).await;
     let api = Api::new(&pool).await;
@@ -464,6 +562,13 @@ async fn snapshots_and_clones_copy_records_as_xapi_does() {
     let pool = start(fixture()).await;
     let api = Api::new(&pool).await;
     let vm = named(&pool, ClassId::Vm, "web01");
+    for disk in ["web01 disk 0", "web01 disk 1"] {
+        api.ok(
+            "VDI.add_to_other_config",
+            &[s(&named(&pool, ClassId::Vdi, disk)), s("backup"), s(disk)],
+        )
+        .await;
+    }
     let snapshot = api.ok("VM.snapshot", &[s(&vm), s("nightly")]).await;
     let snapshot = snapshot.as_str().unwrap().to_owned();
     assert_eq!(
@@ -546,14 +651,22 @@ async fn snapshots_and_clones_copy_records_as_xapi_does() {
             Value::Bool(true)
         );
         let source = api.get("VDI", "snapshot_of", vdi).await;
-        assert_eq!(
-            api.get("VDI", "name_label", vdi).await,
-            api.get("VDI", "name_label", source.as_str().unwrap()).await
+        let source = source.as_str().unwrap();
+        for field in ["name_label", "other_config", "type", "sharable", "on_boot"] {
+            assert_eq!(
+                api.get("VDI", field, vdi).await,
+                api.get("VDI", field, source).await,
+                "VDI {field} copied"
+            );
+        }
+        assert!(
+            api.refs("VDI", "snapshots", source)
+                .await
+                .contains(&vdi.to_owned())
         );
         assert_eq!(
             api.get("VDI", "cbt_enabled", vdi).await,
-            api.get("VDI", "cbt_enabled", source.as_str().unwrap())
-                .await
+            api.get("VDI", "cbt_enabled", source).await
         );
     }
     let clone = api.ok("VM.clone", &[s(&snapshot), s("restored")]).await;
@@ -577,6 +690,24 @@ async fn snapshots_and_clones_copy_records_as_xapi_does() {
         mac(clone.clone()).await,
         mac(vm.clone()).await,
         "clone MACs are regenerated"
+    );
+    let halted = named(&pool, ClassId::Vm, "db01");
+    api.ok(
+        "VM.add_to_blocked_operations",
+        &[s(&halted), s("start"), s("frozen")],
+    )
+    .await;
+    let plain_clone = api.ok("VM.clone", &[s(&halted), s("twin")]).await;
+    assert_eq!(
+        api.get("VM", "blocked_operations", plain_clone.as_str().unwrap())
+            .await,
+        empty_struct(),
+        "clones do not inherit blocked operations"
+    );
+    assert_eq!(
+        api.get("VM", "is_a_template", plain_clone.as_str().unwrap())
+            .await,
+        Value::Bool(false)
     );
     let copy = api
         .ok("VM.copy", &[s(&clone), s("copy"), s("OpaqueRef:NULL")])
@@ -658,7 +789,22 @@ async fn destroying_vms_keeps_vdis_and_vdi_destroy_checks_vbds() {
                 .remove(0),
         )
         .await;
+    let snapshot_vbds = api.refs("VM", "VBDs", snapshot.as_str().unwrap()).await;
+    let snapshot_vifs = api.refs("VM", "VIFs", snapshot.as_str().unwrap()).await;
+    assert!(!snapshot_vbds.is_empty() && !snapshot_vifs.is_empty());
     api.ok("VM.destroy", std::slice::from_ref(&snapshot)).await;
+    for (class, reference) in snapshot_vbds
+        .iter()
+        .map(|vbd| ("VBD", vbd))
+        .chain(snapshot_vifs.iter().map(|vif| ("VIF", vif)))
+    {
+        assert_eq!(
+            api.err(&format!("{class}.get_record"), &[s(reference)])
+                .await,
+            err("HANDLE_INVALID", &[class, reference]),
+            "VM.destroy removes its {class}s"
+        );
+    }
     assert_eq!(
         api.get("VDI", "is_a_snapshot", snapshot_vdi.as_str().unwrap())
             .await,
@@ -701,24 +847,27 @@ async fn vbd_and_vif_constructors_validate_in_order() {
         ])
     };
     assert_eq!(
-        api.err("VBD.create", &[vbd(&vdi, "5", "RW", "CD", false)])
+        api.err("VBD.create", &[vbd(&vdi, "0", "RW", "CD", false)])
             .await,
-        err("VBD_CDS_MUST_BE_READONLY", &[])
+        err("VBD_CDS_MUST_BE_READONLY", &[]),
+        "before the device checks"
     );
     assert_eq!(
         api.err(
             "VBD.create",
-            &[vbd("OpaqueRef:NULL", "5", "RO", "Disk", true)]
+            &[vbd("OpaqueRef:NULL", "0", "RO", "Disk", true)]
         )
         .await,
-        err("VBD_NOT_REMOVABLE_MEDIA", &["in constructor"])
+        err("VBD_NOT_REMOVABLE_MEDIA", &["in constructor"]),
+        "before the device checks"
     );
     api.ok("VDI.set_read_only", &[s(&vdi), Value::Bool(true)])
         .await;
     assert_eq!(
-        api.err("VBD.create", &[vbd(&vdi, "5", "RW", "Disk", false)])
+        api.err("VBD.create", &[vbd(&vdi, "bogus", "RW", "Disk", false)])
             .await,
-        err("VDI_READONLY", &[&vdi])
+        err("VDI_READONLY", &[&vdi]),
+        "before the device checks"
     );
     api.ok("VDI.set_read_only", &[s(&vdi), Value::Bool(false)])
         .await;
@@ -757,12 +906,14 @@ async fn vbd_and_vif_constructors_validate_in_order() {
         ])
     };
     assert_eq!(
-        api.err("VIF.create", &[vif("eth1", "")]).await,
-        err("INVALID_DEVICE", &["eth1"])
+        api.err("VIF.create", &[vif("eth1", "zz:00")]).await,
+        err("INVALID_DEVICE", &["eth1"]),
+        "the device before the MAC"
     );
     assert_eq!(
-        api.err("VIF.create", &[vif("1", "zz:00")]).await,
-        err("MAC_INVALID", &["zz:00"])
+        api.err("VIF.create", &[vif("0", "zz:00")]).await,
+        err("MAC_INVALID", &["zz:00"]),
+        "the MAC before the device's uniqueness"
     );
     assert_eq!(
         api.err("VIF.create", &[vif("0", "")]).await,
@@ -946,6 +1097,9 @@ async fn cbt_calls_check_track_and_destroy_data_like_xapi() {
         ("VDI.snapshot", None),
         ("VDI.copy", None),
         ("VDI.resize", Some(Value::Int(128 << 20))),
+        ("VDI.enable_cbt", None),
+        ("VDI.disable_cbt", None),
+        ("VDI.set_on_boot", Some(s("persist"))),
     ] {
         let mut params = vec![s(&first)];
         params.extend(extra);
@@ -982,14 +1136,135 @@ async fn cbt_calls_check_track_and_destroy_data_like_xapi() {
         .unwrap();
     assert_eq!(
         api.err("VDI.list_changed_blocks", &[s(&first), s(&second)])
-            .await
-            .0,
-        "SR_BACKEND_FAILURE_459"
+            .await,
+        err(
+            "SR_BACKEND_FAILURE_459",
+            &[
+                "",
+                "Changed block tracking log is in an inconsistent state. [opterr=Inconsistent bitmaps]",
+                ""
+            ]
+        )
+    );
+    // A log found inconsistent at activation: sm disables CBT, so the next query is refused
+    // as for any VDI without CBT (460) and the next run must be a full copy.
+    let third = api.ok("VDI.snapshot", &[s(&live)]).await;
+    xml(api.address, "sim.cbt_mark_inconsistent", &[s(&live)])
+        .await
+        .unwrap();
+    assert_eq!(
+        api.get("VDI", "cbt_enabled", &live).await,
+        Value::Bool(false)
+    );
+    let fourth = api.ok("VDI.snapshot", &[s(&live)]).await;
+    assert_eq!(
+        api.get("VDI", "cbt_enabled", fourth.as_str().unwrap())
+            .await,
+        Value::Bool(false)
+    );
+    let (code, params) = api.err("VDI.list_changed_blocks", &[third, fourth]).await;
+    assert_eq!(code, "SR_BACKEND_FAILURE_460");
+    assert!(
+        params.len() == 3
+            && params[1].starts_with("Failed to calculate changed blocks for given VDIs. [opterr="),
+        "{params:?}"
     );
     api.ok("VDI.disable_cbt", &[s(&live)]).await;
     assert_eq!(
         api.get("VDI", "cbt_enabled", &live).await,
         Value::Bool(false)
+    );
+}
+
+#[tokio::test]
+async fn enable_and_disable_cbt_check_in_xapis_order_and_are_idempotent() {
+    let pool = start(
+        fixture()
+            .sr(SrSpec::new("No CBT", "dummy"))
+            .vm(VmSpec::new("plain").disk(DiskSpec::new(Size::mib(4)).on_sr("No CBT"))),
+    )
+    .await;
+    let api = Api::new(&pool).await;
+    let no_cbt = named(&pool, ClassId::Vdi, "plain disk 0");
+    assert_eq!(
+        api.err("VDI.enable_cbt", &[s(&no_cbt)]).await,
+        err(
+            "SR_OPERATION_NOT_SUPPORTED",
+            &[&named(&pool, ClassId::Sr, "No CBT")]
+        ),
+        "the SR type lacks VDI_CONFIG_CBT"
+    );
+    // Allowed while attached to a running VM; both calls are idempotent.
+    let live = named(&pool, ClassId::Vdi, "web01 disk 0");
+    let vbd = api.refs("VDI", "VBDs", &live).await.remove(0);
+    assert_eq!(
+        api.get("VBD", "currently_attached", &vbd).await,
+        Value::Bool(true)
+    );
+    for _ in 0..2 {
+        api.ok("VDI.disable_cbt", &[s(&live)]).await;
+        assert_eq!(
+            api.get("VDI", "cbt_enabled", &live).await,
+            Value::Bool(false)
+        );
+    }
+    for _ in 0..2 {
+        api.ok("VDI.enable_cbt", &[s(&live)]).await;
+        assert_eq!(
+            api.get("VDI", "cbt_enabled", &live).await,
+            Value::Bool(true)
+        );
+    }
+    let sr = named(&pool, ClassId::Sr, "Local storage");
+    let create = |vdi_type: &str| {
+        Value::structure([
+            ("SR", s(&sr)),
+            ("virtual_size", Value::Int(2 << 20)),
+            ("type", s(vdi_type)),
+            ("sharable", Value::Bool(false)),
+            ("read_only", Value::Bool(false)),
+            ("other_config", empty_struct()),
+        ])
+    };
+    let suspend = api.ok("VDI.create", &[create("suspend")]).await;
+    assert_eq!(
+        api.err("VDI.enable_cbt", std::slice::from_ref(&suspend))
+            .await,
+        err(
+            "VDI_INCOMPATIBLE_TYPE",
+            &[suspend.as_str().unwrap(), "suspend"]
+        ),
+        "only user and system VDIs"
+    );
+    let tracked = api.ok("VDI.create", &[create("system")]).await;
+    api.ok("VDI.enable_cbt", std::slice::from_ref(&tracked))
+        .await;
+    assert_eq!(
+        api.err("VDI.set_on_boot", &[tracked.clone(), s("reset")])
+            .await,
+        err("VDI_CBT_ENABLED", &[tracked.as_str().unwrap()])
+    );
+    let reset = api.ok("VDI.create", &[create("user")]).await;
+    api.ok("VDI.set_on_boot", &[reset.clone(), s("reset")])
+        .await;
+    assert_eq!(
+        api.err("VDI.enable_cbt", std::slice::from_ref(&reset))
+            .await,
+        err("VDI_ON_BOOT_MODE_INCOMPATIBLE_WITH_OPERATION", &[])
+    );
+
+    let unlicensed = start(
+        PoolSpec::new("unlicensed")
+            .restriction("restrict_cbt", "true")
+            .vm(VmSpec::new("vm").disk(DiskSpec::new(Size::mib(4)))),
+    )
+    .await;
+    let api = Api::new(&unlicensed).await;
+    let disk = named(&unlicensed, ClassId::Vdi, "vm disk 0");
+    assert_eq!(
+        api.err("VDI.enable_cbt", &[s(&disk)]).await,
+        err("LICENCE_RESTRICTION", &["CBT"]),
+        "behind the licensing switch"
     );
 }
 
@@ -1078,9 +1353,19 @@ async fn nbd_info_enumerates_attached_pbds_and_nbd_pifs() {
         .map(|info| info.get("address").unwrap().as_str().unwrap())
         .collect();
     assert_eq!(addresses.len(), 4, "{addresses:?}");
+    // PIF.IPv6 holds CIDR entries and xapi copies them verbatim (`_get_nbd_info`): the
+    // client strips the prefix length.
     assert!(
-        addresses.contains(&"127.0.0.2") && addresses.contains(&"fd00::5"),
+        addresses.contains(&"127.0.0.2") && addresses.contains(&"fd00::5/64"),
         "{addresses:?}"
+    );
+    assert_eq!(
+        addresses
+            .iter()
+            .map(|address| address.contains(':'))
+            .collect::<Vec<_>>(),
+        [false, true, false, true],
+        "per host: IPv4 first, then IPv6"
     );
     let pbd = api
         .refs("SR", "PBDs", &named(&shared, ClassId::Sr, "NFS"))

@@ -115,6 +115,12 @@ async fn xmlrpc_requests_are_read_as_leniently_as_xapi() {
     assert_eq!(get("user_version").await.decode::<i64>().unwrap(), 5);
     run(call("VM.set_user_version", "7")).await;
     assert_eq!(get("user_version").await.decode::<i64>().unwrap(), 7);
+    run(call("VM.set_user_version", "<int>9</int>")).await;
+    assert_eq!(get("user_version").await.decode::<i64>().unwrap(), 9);
+    run(call("VM.set_user_version", "<i8>11</i8>")).await;
+    assert_eq!(get("user_version").await.decode::<i64>().unwrap(), 11);
+    run(call("VM.set_user_version", "<string>13</string>")).await;
+    assert_eq!(get("user_version").await.decode::<i64>().unwrap(), 13);
     run(call("VM.set_is_a_template", "<boolean>true</boolean>")).await;
     assert_eq!(
         get("is_a_template").await,
@@ -139,14 +145,14 @@ async fn control_characters_are_dropped_and_json_envelopes_are_exact() {
     json(
         master,
         "VM.set_name_label",
-        &[s(&session), s(&vm), s("a\u{1}b\tc")],
+        &[s(&session), s(&vm), s("a\u{1}b\tc\nd\u{1f}")],
     )
     .await
     .unwrap();
     let raw = xml_raw(master, "VM.get_name_label", &[s(&session), s(&vm)])
         .await
         .text();
-    assert!(raw.contains("<value>ab\tc</value>"), "{raw}");
+    assert!(raw.contains("<value>ab\tc\nd</value>"), "{raw}");
 
     let exchange = |body: String| async move {
         send(
@@ -170,6 +176,24 @@ async fn control_characters_are_dropped_and_json_envelopes_are_exact() {
     assert_eq!(
         v1.text(),
         r#"{"result":null,"error":["HANDLE_INVALID","VM","OpaqueRef:x"],"id":"c-12"}"#
+    );
+    let v1_success = exchange(format!(
+        r#"{{"method":"VM.get_name_label","params":["{session}","{vm}"],"id":12}}"#
+    ))
+    .await;
+    // Only the XML-RPC printer drops control characters; JSON escapes them (Yojson).
+    assert_eq!(
+        v1_success.text(),
+        r#"{"result":"a\u0001b\tc\nd\u001f","error":null,"id":12}"#
+    );
+    let void = exchange(format!(
+        r#"{{"jsonrpc":"2.0","method":"VM.remove_from_other_config","params":["{session}","{vm}","absent"],"id":"v"}}"#
+    ))
+    .await;
+    assert_eq!(
+        void.text(),
+        r#"{"jsonrpc":"2.0","result":"","id":"v"}"#,
+        "void is an empty string"
     );
     let failure = exchange(
         r#"{"jsonrpc":"2.0","method":"VM.get_all","params":["OpaqueRef:bad"],"id":7}"#.to_owned(),
@@ -200,8 +224,12 @@ async fn control_characters_are_dropped_and_json_envelopes_are_exact() {
     ] {
         let response = exchange(malformed.to_owned()).await;
         assert_eq!(
-            (response.status, response.header("content-type")),
-            (500, Some("text/html")),
+            (
+                response.status,
+                response.header("content-type"),
+                response.header("connection")
+            ),
+            (500, Some("text/html"), Some("close")),
             "{malformed}"
         );
     }
@@ -249,6 +277,19 @@ async fn control_characters_are_dropped_and_json_envelopes_are_exact() {
     .await
     .text();
     assert!(xml_text.contains("<double>nan</double>"), "{xml_text}");
+    for (which, token) in [("inf", "Infinity"), ("-inf", "-Infinity")] {
+        xml(master, "sim.inject_non_finite", &[s(&vm), s(which)])
+            .await
+            .unwrap();
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","method":"VM_metrics.get_VCPUs_utilisation","params":["{session}","{}"],"id":3}}"#,
+            metrics.as_str().unwrap()
+        );
+        assert_eq!(
+            exchange(body).await.text(),
+            format!(r#"{{"jsonrpc":"2.0","result":{{"0":{token}}},"id":3}}"#)
+        );
+    }
 }
 
 #[tokio::test]
@@ -626,6 +667,16 @@ async fn tasks_cancel_cooperatively_and_destroy_or_expire() {
     .unwrap();
     let task = task.as_str().unwrap().to_owned();
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let running = xml(master, "task.get_record", &[s(&session), s(&task)])
+        .await
+        .unwrap();
+    assert_eq!(running.get("status"), Some(&s("pending")));
+    assert_eq!(
+        running.get("allowed_operations"),
+        Some(&Value::Array(vec![s("cancel")])),
+        "cancellable while it runs"
+    );
+    assert_eq!(running.get("progress"), Some(&Value::Double(0.0)));
     assert_eq!(
         code(
             xml(
@@ -643,8 +694,32 @@ async fn tasks_cancel_cooperatively_and_destroy_or_expire() {
     xml(master, "task.cancel", &[s(&session), s(&task)])
         .await
         .unwrap();
+    let cancelling = xml(
+        master,
+        "task.get_current_operations",
+        &[s(&session), s(&task)],
+    )
+    .await
+    .unwrap();
+    let Value::Struct(requests) = cancelling else {
+        panic!("a map")
+    };
+    assert!(
+        requests.iter().any(|(_, op)| *op == s("cancel")),
+        "the request is recorded: {requests:?}"
+    );
     let record = wait_task(master, &session, &task).await;
     assert_eq!(record.get("status"), Some(&s("cancelled")));
+    assert_eq!(record.get("progress"), Some(&Value::Double(1.0)));
+    assert_eq!(
+        record.get("allowed_operations"),
+        Some(&Value::Array(Vec::new()))
+    );
+    assert_ne!(
+        record.get("finished"),
+        Some(&Value::DateTime(xenapi::DateTime::EPOCH)),
+        "finished is stamped"
+    );
     assert_eq!(
         record
             .get("error_info")
@@ -784,10 +859,16 @@ async fn event_from_snapshots_coalesces_blocks_and_filters() {
         raw.contains("<member><name>vm</name><value><i4>5</i4></value></member>"),
         "{raw}"
     );
-    assert!(
-        raw.contains("<member><name>task</name><value><i4>"),
-        "every table is counted"
-    );
+    for class in ClassId::ALL {
+        assert!(
+            raw.contains(&format!(
+                "<member><name>{}</name><value><i4>",
+                class.table()
+            )),
+            "every table is counted, {} included: {raw}",
+            class.table()
+        );
+    }
 
     let web = named(&pool, ClassId::Vm, "web01");
     let db01 = named(&pool, ClassId::Vm, "db01");

@@ -128,6 +128,7 @@ async fn unknown_formats_answer_http_1_0_404_and_fail_the_task() {
     )
     .await;
     assert_eq!((reply.version.as_str(), reply.status), ("HTTP/1.0", 404));
+    assert_eq!(reply.header("connection"), Some("close"));
     assert!(reply.body.is_empty());
     let (status, _, error) = task_state(&pool, &task);
     assert_eq!(status, "failure");
@@ -536,4 +537,61 @@ async fn transfers_of_storage_another_host_sees_are_redirected_before_anything_e
     assert_eq!(followed.status, 200);
     assert_eq!(followed.body, vdi_bytes(&pool, &disk));
     assert_eq!(wait_task(&pool, &task).await.0, "success");
+}
+
+#[tokio::test]
+async fn redirects_of_a_tls_pool_name_https() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let pool = Pool::start(
+        PoolSpec::new("tls two hosts")
+            .hosts(2)
+            .sr(SrSpec::new("host-1 local", "ext").on_host("host-1"))
+            .vm(VmSpec::new("vm").disk(DiskSpec::new(Size::mib(2)).on_sr("host-1 local"))),
+    )
+    .await
+    .unwrap();
+    let session = support::session(&pool);
+    let (disk, _) = vdi(&pool, DISK);
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(
+            pool.master().certificate.der().to_vec(),
+        ))
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(pool.master().address)
+        .await
+        .unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(
+            rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    let path = format!("/export_raw_vdi?session_id={session}&vdi={disk}");
+    tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: sim\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tls.read_to_end(&mut response),
+    )
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 302"), "{text}");
+    let location = format!("location: https://{}{path}\r\n", pool.hosts()[1].address);
+    assert!(
+        text.to_ascii_lowercase()
+            .contains(&location.to_ascii_lowercase()),
+        "{text}"
+    );
 }

@@ -68,11 +68,17 @@ async fn raw_imports_answer_200_before_reading_the_body_then_write_it_and_close(
     assert_eq!(upload.head.header("content-length"), None);
     let task = upload.head.header("task-id").unwrap().to_owned();
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert_eq!(
-        dom0_vbds(&pool, &disk),
-        1,
-        "attached read-write for the import"
-    );
+    let modes: Vec<String> = pool.sim().read(|db| {
+        db.strings(ClassId::Vdi, &disk, "VBDs")
+            .iter()
+            .filter(|vbd| {
+                let vm = db.str(ClassId::Vbd, vbd, "VM");
+                db.bool(ClassId::Vm, &vm, "is_control_domain")
+            })
+            .map(|vbd| db.str(ClassId::Vbd, vbd, "mode"))
+            .collect()
+    });
+    assert_eq!(modes, ["RW"], "attached read-write to dom0 for the import");
     upload.send(&body).await;
     let rest = upload.finish().await;
     assert!(
@@ -124,6 +130,7 @@ async fn a_transfer_encoding_is_refused_with_404_and_a_failed_task() {
     )
     .await;
     assert_eq!((reply.version.as_str(), reply.status), ("HTTP/1.0", 404));
+    assert_eq!(reply.header("connection"), Some("close"));
     let (status, _, error) = task_state(&pool, &task);
     assert_eq!(status, "failure");
     assert_eq!(error, ["INTERNAL_ERROR", "Cannot handle encoding: chunked"]);
@@ -165,6 +172,94 @@ async fn chunked_frames_land_at_their_offsets_and_the_flag_is_a_presence_test() 
     expected[1 << 20..(1 << 20) + 65536].copy_from_slice(&first);
     expected[4 << 20..6 << 20].copy_from_slice(&second);
     assert_eq!(vdi_bytes(&pool, &disk), expected);
+}
+
+#[tokio::test]
+async fn chunked_frames_are_twelve_little_endian_bytes_ended_by_twelve_zeros() {
+    let pool = pool().await;
+    let session = support::session(&pool);
+    let (disk, _) = vdi(&pool, DISK);
+    let before = vdi_bytes(&pool, &disk);
+    let data = pattern(65536, 6);
+    // Spec §4.3's example, byte for byte: 64 KiB at 1 MiB, then the terminator.
+    let mut body = vec![0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00];
+    body.extend_from_slice(&[0x00, 0x00, 0x01, 0x00]);
+    body.extend_from_slice(&data);
+    body.extend_from_slice(&[0; 12]);
+    assert_eq!(body.len(), 65560);
+    let reply = put(
+        pool.master().address,
+        &format!("/import_raw_vdi?session_id={session}&vdi={disk}&chunked"),
+        &body,
+    )
+    .await;
+    let (status, result, _) = wait_task(&pool, reply.header("task-id").unwrap()).await;
+    assert_eq!((status.as_str(), result), ("success", ref_result(&disk)));
+    let mut expected = before;
+    expected[1 << 20..(1 << 20) + 65536].copy_from_slice(&data);
+    assert_eq!(vdi_bytes(&pool, &disk), expected);
+
+    // Without its terminator the body is incomplete.
+    let unterminated = &body[..body.len() - 12];
+    let reply = put(
+        pool.master().address,
+        &format!("/import_raw_vdi?session_id={session}&vdi={disk}&chunked"),
+        unterminated,
+    )
+    .await;
+    let (status, _, error) = wait_task(&pool, reply.header("task-id").unwrap()).await;
+    assert_eq!(
+        (status.as_str(), error),
+        (
+            "failure",
+            vec!["VDI_IO_ERROR".to_owned(), "Device I/O errors".to_owned()]
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_vhd_body_shorter_than_the_stream_fails_the_task() {
+    let pool = pool().await;
+    let session = support::session(&pool);
+    let (disk, _) = vdi(&pool, DISK);
+    let stream = get(
+        pool.master().address,
+        &format!("/export_raw_vdi?session_id={session}&vdi={disk}&format=vhd"),
+    )
+    .await
+    .body;
+    // The Content-Length announces the whole stream, the body stops in the middle of a block.
+    let mut upload = Upload::start(
+        pool.master().address,
+        &put_head(
+            &format!("/import_raw_vdi?session_id={session}&vdi={disk}&format=vhd"),
+            stream.len(),
+        ),
+    )
+    .await;
+    let task = upload.head.header("task-id").unwrap().to_owned();
+    upload.send(&stream[..stream.len() / 2]).await;
+    upload.abandon();
+    let (status, _, error) = wait_task(&pool, &task).await;
+    assert_eq!(
+        (status.as_str(), error),
+        (
+            "failure",
+            vec!["VDI_IO_ERROR".to_owned(), "Device I/O errors".to_owned()]
+        )
+    );
+    // A Content-Length shorter than the stream cuts the stream: refused as well.
+    let reply = exchange(
+        pool.master().address,
+        &put_head(
+            &format!("/import_raw_vdi?session_id={session}&vdi={disk}&format=vhd"),
+            stream.len() - 512,
+        ),
+        &stream[..stream.len() - 512],
+    )
+    .await;
+    let (status, _, _) = wait_task(&pool, reply.header("task-id").unwrap()).await;
+    assert_eq!(status, "failure", "the trailing footer is missing");
 }
 
 #[tokio::test]
@@ -321,6 +416,26 @@ async fn an_sr_gets_an_imported_vdi_only_for_raw_bodies_with_a_length() {
         ]
     );
 
+    // Raw into an SR needs a Content-Length (a PUT without one has an empty body).
+    let task = support::client_task(&pool);
+    let unsized_raw = exchange(
+        pool.master().address,
+        &format!(
+            "PUT /import_raw_vdi?session_id={session}&sr_id={}&task_id={task} HTTP/1.1\r\nHost: sim\r\n\r\n",
+            sr.0
+        ),
+        b"",
+    )
+    .await;
+    assert_eq!(
+        (unsized_raw.version.as_str(), unsized_raw.status),
+        ("HTTP/1.0", 400)
+    );
+    assert_eq!(
+        task_state(&pool, &task).2,
+        ["INTERNAL_ERROR", "Not enough info supplied to import"]
+    );
+
     let task = support::client_task(&pool);
     let nothing = put(
         pool.master().address,
@@ -329,6 +444,7 @@ async fn an_sr_gets_an_imported_vdi_only_for_raw_bodies_with_a_length() {
     )
     .await;
     assert_eq!(nothing.status, 400);
+    assert_eq!(nothing.header("connection"), Some("close"));
     let (status, _, error) = task_state(&pool, &task);
     assert_eq!(
         (status.as_str(), error),

@@ -53,6 +53,7 @@ async fn an_exported_vm_imports_back_with_the_same_disks() {
     )
     .await;
     assert_eq!((reply.version.as_str(), reply.status), ("HTTP/1.0", 200));
+    assert_eq!(reply.header("connection"), Some("close"));
     assert_eq!(
         reply.header("content-disposition"),
         Some("attachment; filename=\"export.xva\"")
@@ -71,6 +72,7 @@ async fn an_exported_vm_imports_back_with_the_same_disks() {
     )
     .await;
     assert_eq!(imported.status, 200);
+    assert_eq!(imported.header("connection"), Some("close"));
     let (status, result, error) = wait_task(&pool, imported.header("task-id").unwrap()).await;
     assert_eq!(status, "success", "{error:?}");
     let vms = refs(&result);
@@ -209,4 +211,22 @@ async fn a_corrupt_archive_fails_the_import_and_leaves_nothing_behind() {
     assert_eq!(status, "failure");
     assert_eq!(error[0], "IMPORT_ERROR");
     assert_eq!(count(&pool), before);
+}
+
+#[tokio::test]
+async fn an_xva_import_with_a_transfer_encoding_is_forbidden() {
+    let pool = pool().await;
+    let session = support::session(&pool);
+    let task = support::client_task(&pool);
+    let reply = support::exchange(
+        pool.master().address,
+        &format!(
+            "PUT /import?session_id={session}&task_id={task} HTTP/1.1\r\nHost: sim\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ),
+        b"0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(reply.status, 403);
+    assert_eq!(reply.header("connection"), Some("close"));
+    assert_eq!(task_state(&pool, &task).0, "failure");
 }

@@ -337,6 +337,19 @@ async fn forced_tls_refuses_clear_text_then_serves_tls_1_2_with_xapis_suites() {
         raw.option_reply().await,
         (OptionCode::GO, OptionReplyType::ERR_UNSUP, 0)
     );
+    for option in [
+        OptionCode::INFO,
+        OptionCode::STRUCTURED_REPLY,
+        OptionCode::LIST_META_CONTEXT,
+        OptionCode::SET_META_CONTEXT,
+    ] {
+        raw.option(option, b"").await;
+        assert_eq!(
+            raw.option_reply().await,
+            (option, OptionReplyType::ERR_UNSUP, 0),
+            "{option:?} after TLS"
+        );
+    }
     raw.option(OptionCode::LIST, b"").await;
     assert_eq!(
         raw.option_reply().await,
@@ -346,6 +359,111 @@ async fn forced_tls_refuses_clear_text_then_serves_tls_1_2_with_xapis_suites() {
     raw.request(0, 0, 1, 0, 65536).await;
     assert_eq!(raw.reply().await, (0, 1));
     assert_eq!(raw.read(65536).await, vdi_bytes(&pool, &disk)[..65536]);
+}
+
+#[tokio::test]
+async fn tls_1_3_only_clients_are_refused() {
+    let pool = pool("nbd").await;
+    let session = support::session(&pool);
+    let (disk, _) = vdi(&pool, DISK);
+    let (_, _, _, cert, subject) = nbd_info(&pool, &disk, &session);
+    let mut raw = connect(&pool, 1).await;
+    raw.option(OptionCode::STARTTLS, b"").await;
+    assert_eq!(
+        raw.option_reply().await,
+        (OptionCode::STARTTLS, OptionReplyType::ACK, 0)
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in rustls_pemfile_certs(&cert) {
+        roots.add(certificate).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server_name = rustls_pki_types::ServerName::try_from(subject).unwrap();
+    let handshake = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_rustls::TlsConnector::from(Arc::new(config)).connect(server_name, raw.stream),
+    )
+    .await
+    .unwrap();
+    assert!(handshake.is_err(), "TLS 1.2 only");
+}
+
+#[tokio::test]
+async fn an_abort_in_clear_text_mode_is_acknowledged_then_closed() {
+    let pool = pool("insecure_nbd").await;
+    let mut raw = connect(&pool, 1).await;
+    raw.option(OptionCode::ABORT, b"").await;
+    assert_eq!(
+        raw.option_reply().await,
+        (OptionCode::ABORT, OptionReplyType::ACK, 0)
+    );
+    assert!(raw.closed().await);
+}
+
+#[tokio::test]
+async fn the_dom0_vbd_of_a_connection_shows_in_events_and_goes_with_it() {
+    let pool = pool("insecure_nbd").await;
+    let session = common::login(&pool).await;
+    let (disk, _) = vdi(&pool, DISK);
+    let (_, _, name, _, _) = nbd_info(&pool, &disk, &session);
+    let master = pool.master().address;
+    let from = |token: String| {
+        let session = session.clone();
+        async move {
+            common::xml(
+                master,
+                "event.from",
+                &[
+                    Value::from(session.as_str()),
+                    Value::Array(vec![Value::from("vbd")]),
+                    Value::from(token.as_str()),
+                    Value::Double(5.0),
+                ],
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let events =
+        |batch: &Value| -> Vec<Value> { batch.get("events").unwrap().clone().decode().unwrap() };
+    let token = |batch: &Value| batch.get("token").unwrap().as_str().unwrap().to_owned();
+    let start = from(String::new()).await;
+    let mut raw = connect(&pool, 1).await;
+    export(&mut raw, &name).await;
+    let attached = from(token(&start)).await;
+    let added = events(&attached);
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(added[0].get("operation"), Some(&Value::from("add")));
+    let snapshot = added[0].get("snapshot").unwrap();
+    assert_eq!(snapshot.get("VDI"), Some(&Value::from(disk.as_str())));
+    assert_eq!(snapshot.get("mode"), Some(&Value::from("RO")));
+    assert_eq!(snapshot.get("currently_attached"), Some(&Value::Bool(true)));
+    let vm = snapshot.get("VM").unwrap().as_str().unwrap().to_owned();
+    assert!(
+        pool.sim()
+            .read(|db| db.bool(ClassId::Vm, &vm, "is_control_domain"))
+    );
+    let vbd = added[0].get("ref").unwrap().clone();
+    assert!(
+        pool.sim()
+            .read(|db| db.strings(ClassId::Vdi, &disk, "VBDs"))
+            .contains(&vbd.as_str().unwrap().to_owned()),
+        "listed in VDI.VBDs"
+    );
+    raw.request(0, 2, 0, 0, 0).await;
+    assert!(raw.closed().await);
+    let detached = from(token(&attached)).await;
+    let removed = events(&detached);
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0].get("ref"), Some(&vbd));
+    assert_eq!(removed[0].get("operation"), Some(&Value::from("del")));
+    assert_eq!(dom0_vbds(&pool, &disk), 0);
 }
 
 #[tokio::test]

@@ -572,6 +572,31 @@ mod tests {
     }
 
     #[test]
+    fn completed_tasks_beyond_the_maximum_are_collected_oldest_first() {
+        let config = crate::db::DbConfig {
+            max_completed_tasks: 2,
+            ..crate::db::DbConfig::default()
+        };
+        let mut db = Db::new(crate::storage::Storage::new(), config);
+        let mut finished = Vec::new();
+        for index in 0..4 {
+            let task = create_task(&mut db, &format!("t{index}"), "", NULL_REF, false);
+            complete_task(&mut db, &task, TaskOutcome::Success(String::new())).unwrap();
+            finished.push(task);
+            // Distinct finish times: the oldest go first.
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let pending = create_task(&mut db, "running", "", NULL_REF, true);
+        gc_tasks(&mut db);
+        let alive: Vec<bool> = finished
+            .iter()
+            .map(|task| db.exists(ClassId::Task, task))
+            .collect();
+        assert_eq!(alive, [false, false, true, true]);
+        assert!(db.exists(ClassId::Task, &pending), "pending tasks stay");
+    }
+
+    #[test]
     fn device_names_and_macs_validate_like_xapi() {
         assert!(valid_vbd_device("0") && valid_vbd_device("15") && valid_vbd_device("xvdb"));
         assert!(!valid_vbd_device("") && !valid_vbd_device("-1") && !valid_vbd_device("disk"));

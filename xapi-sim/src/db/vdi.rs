@@ -581,7 +581,8 @@ pub fn set_on_boot(db: &mut Db, vdi: &str, value: &str) -> ApiResult<()> {
 }
 
 /// `VDI.get_nbd_info`: one record per address of every attached PIF on an NBD network, of every
-/// host with an attached PBD for the VDI's SR (IPv4 first, then IPv6 without prefix length).
+/// host with an attached PBD for the VDI's SR (IPv4 first, then the IPv6 entries verbatim, in
+/// CIDR form as `PIF.IPv6` holds them).
 ///
 /// # Errors
 /// `HANDLE_INVALID`, `VDI_INCOMPATIBLE_TYPE [vdi; "cbt_metadata"]`.
@@ -613,10 +614,11 @@ pub fn nbd_info(db: &Db, vdi: &str, session: &str) -> ApiResult<Value> {
             }
             let ipv4 = db.str(ClassId::Pif, &pif, "IP");
             let ipv6 = db.strings(ClassId::Pif, &pif, "IPv6");
-            let addresses = (!ipv4.is_empty()).then_some(ipv4).into_iter().chain(
-                ipv6.iter()
-                    .map(|cidr| cidr.split('/').next().unwrap_or(cidr).to_owned()),
-            );
+            // `PIF.IPv6` entries are CIDR (`addr/prefix`) and xapi hands them out verbatim.
+            let addresses = (!ipv4.is_empty())
+                .then_some(ipv4)
+                .into_iter()
+                .chain(ipv6.into_iter().filter(|cidr| !cidr.is_empty()));
             for address in addresses {
                 records.push(Value::Struct(vec![
                     ("exportname".to_owned(), Value::String(exportname.clone())),

@@ -26,8 +26,7 @@ use xenapi::{Host, Ref, Vdi};
 use tracing::Instrument as _;
 
 use super::transfer::{
-    self, BodySender, Progress, SendStop, Transfer, authenticate, fail_task, head_only,
-    host_seeing, host_sees_sr, inject_latency, internal_error, redirect, request_params,
+    self, BodySender, Progress, Reach, SendStop, Transfer, fail_task, head_only, internal_error,
     streaming_ok, transfer_span, transfer_task,
 };
 use crate::db::ClassId;
@@ -89,13 +88,8 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     context: HostContext,
 ) -> Response<ResponseBody> {
-    let params = match request_params(&request) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    inject_latency(&context.sim, PATH).await;
-    let session = match authenticate(&context, &params, request.headers(), REALM) {
-        Ok(session) => session,
+    let (params, session) = match transfer::admit(&request, &context, PATH, REALM).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     // "Missing vdi query parameter" and an unknown uuid are plain exceptions: 500.
@@ -108,14 +102,10 @@ pub(crate) async fn handle(
     let sr = context
         .sim
         .read(|db| db.str(ClassId::Vdi, vdi.as_str(), "SR"));
-    if !context
-        .sim
-        .read(|db| host_sees_sr(db, context.host.as_str(), &sr))
-    {
-        return match context.sim.read(|db| host_seeing(db, &[sr])) {
-            Some(host) => redirect(&context, &host, PATH, &params),
-            None => html_error(StatusCode::INTERNAL_SERVER_ERROR),
-        };
+    match transfer::reach(&context, &[sr], PATH, &params) {
+        Reach::Here => {}
+        Reach::Redirect(response) => return response,
+        Reach::Nowhere => return html_error(StatusCode::INTERNAL_SERVER_ERROR),
     }
     let task = transfer_task(&context, &params, "Exporting raw VDI");
     let format = match Format::from_param(params.value("format")) {

@@ -32,8 +32,7 @@ use super::tar_chunks::{TarChunkReader, TarEvent};
 use tracing::Instrument as _;
 
 use super::transfer::{
-    self, BodySender, Progress, Transfer, authenticate, fail_task, head_only, host_seeing,
-    host_sees_sr, inject_latency, internal_error, next_data, redirect, request_params,
+    self, BodySender, Progress, Reach, Transfer, fail_task, head_only, internal_error, next_data,
     streaming_ok, transfer_span, transfer_task,
 };
 use crate::db::{ClassId, Db, vdi as vdi_ops};
@@ -76,13 +75,8 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     context: HostContext,
 ) -> Response<ResponseBody> {
-    let params = match request_params(&request) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    inject_latency(&context.sim, PATH).await;
-    let session = match authenticate(&context, &params, request.headers(), REALM) {
-        Ok(session) => session,
+    let (params, session) = match transfer::admit(&request, &context, PATH, REALM).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
     };
     let vdi = match params.value("vdi") {
@@ -116,21 +110,16 @@ pub(crate) async fn handle(
         Ok(sr) => sr,
         Err(failure) => return bad_request(&context, client_task, failure),
     };
-    if !context
-        .sim
-        .read(|db| host_sees_sr(db, context.host.as_str(), &sr))
-    {
-        return match context
-            .sim
-            .read(|db| host_seeing(db, std::slice::from_ref(&sr)))
-        {
-            Some(host) => redirect(&context, &host, PATH, &params),
-            None => bad_request(
+    match transfer::reach(&context, std::slice::from_ref(&sr), PATH, &params) {
+        Reach::Here => {}
+        Reach::Redirect(response) => return response,
+        Reach::Nowhere => {
+            return bad_request(
                 &context,
                 client_task,
                 Failure::new("NO_HOSTS_AVAILABLE", Vec::<String>::new()),
-            ),
-        };
+            );
+        }
     }
     let task = transfer_task(&context, &params, "Importing raw VDI");
     let refuse = |message: String, status: StatusCode| {

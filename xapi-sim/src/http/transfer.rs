@@ -144,9 +144,7 @@ impl Progress {
     clippy::result_large_err,
     reason = "the error is the response itself, returned straight to hyper"
 )]
-pub(crate) fn request_params(
-    request: &Request<Incoming>,
-) -> Result<Params, Response<ResponseBody>> {
+fn request_params(request: &Request<Incoming>) -> Result<Params, Response<ResponseBody>> {
     let cookies: Vec<&str> = request
         .headers()
         .get_all(header::COOKIE)
@@ -160,7 +158,7 @@ pub(crate) fn request_params(
 }
 
 /// Waits the latency configured for `http:<path>`.
-pub(crate) async fn inject_latency(sim: &Sim, path: &str) {
+async fn inject_latency(sim: &Sim, path: &str) {
     let delay = sim.faults().latency(&format!("http:{path}"));
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -209,7 +207,7 @@ fn unauthorised(realm: &str) -> Response<ResponseBody> {
     clippy::result_large_err,
     reason = "the error is the response itself, returned straight to hyper"
 )]
-pub(crate) fn authenticate(
+fn authenticate(
     context: &HostContext,
     params: &Params,
     headers: &HeaderMap,
@@ -237,6 +235,51 @@ pub(crate) fn authenticate(
             .map_err(|_| unauthorised(realm)),
         Some(Authorization::Unknown) => Err(html_error(StatusCode::INTERNAL_SERVER_ERROR)),
         None => Err(unauthorised(realm)),
+    }
+}
+
+/// The start every transfer handler shares, in xapi's order: the URL's parameters (a malformed
+/// URL is a 400), the `http:<path>` latency fault, then the handler table's credential check
+/// ([`authenticate`]: 401 with `realm`). `Err` is the response to send as is.
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, returned straight to hyper"
+)]
+pub(crate) async fn admit(
+    request: &Request<Incoming>,
+    context: &HostContext,
+    path: &str,
+    realm: &str,
+) -> Result<(Params, SessionGuard), Response<ResponseBody>> {
+    let params = request_params(request)?;
+    inject_latency(&context.sim, path).await;
+    let session = authenticate(context, &params, request.headers(), realm)?;
+    Ok((params, session))
+}
+
+/// Whether this host can serve a transfer of storage on `srs` (`Importexport` host selection).
+pub(crate) enum Reach {
+    /// This host sees every SR.
+    Here,
+    /// Another host does: the `302` to send, before any body byte is read.
+    Redirect(Response<ResponseBody>),
+    /// No host sees them all; each handler answers that its own way.
+    Nowhere,
+}
+
+/// [`Reach`] of `srs` from the contacted host: [`host_sees_sr`] for each, else the `302` of
+/// [`redirect`] to the first host (master first) that sees them all.
+pub(crate) fn reach(context: &HostContext, srs: &[String], path: &str, params: &Params) -> Reach {
+    let here = context.sim.read(|db| {
+        srs.iter()
+            .all(|sr| host_sees_sr(db, context.host.as_str(), sr))
+    });
+    if here {
+        return Reach::Here;
+    }
+    match context.sim.read(|db| host_seeing(db, srs)) {
+        Some(host) => Reach::Redirect(redirect(context, &host, path, params)),
+        None => Reach::Nowhere,
     }
 }
 
@@ -334,7 +377,7 @@ pub(crate) fn transfer_span(path: &str, task: &Ref<Task>) -> tracing::Span {
 }
 
 /// Whether `host` has a currently attached PBD for `sr` (`Importexport.check_sr_availability`).
-pub(crate) fn host_sees_sr(db: &Db, host: &str, sr: &str) -> bool {
+fn host_sees_sr(db: &Db, host: &str, sr: &str) -> bool {
     db.strings(ClassId::Sr, sr, "PBDs").iter().any(|pbd| {
         db.str(ClassId::Pbd, pbd, "host") == host
             && db.bool(ClassId::Pbd, pbd, "currently_attached")
@@ -343,7 +386,7 @@ pub(crate) fn host_sees_sr(db: &Db, host: &str, sr: &str) -> bool {
 
 /// A host that sees every SR of `srs` (`find_host_for_sr`, `find_host_for_VM`): the master
 /// first, then the others in table order.
-pub(crate) fn host_seeing(db: &Db, srs: &[String]) -> Option<String> {
+fn host_seeing(db: &Db, srs: &[String]) -> Option<String> {
     let master = db.master();
     std::iter::once(master.clone())
         .chain(
@@ -357,7 +400,7 @@ pub(crate) fn host_seeing(db: &Db, srs: &[String]) -> Option<String> {
 /// xapi's `return_302_redirect`: `Location: https://<host.address><path>?<query>` with the URL
 /// query only (cookies are not carried), `Connection: close`. The simulator's hosts share a port
 /// that is not 443, so the port is included, and the scheme is `http` for a plain pool.
-pub(crate) fn redirect(
+fn redirect(
     context: &HostContext,
     target_host: &str,
     path: &str,

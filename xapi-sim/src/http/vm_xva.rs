@@ -34,9 +34,8 @@ use super::raw_export::{StopReason, conclude};
 use tracing::Instrument as _;
 
 use super::transfer::{
-    self, BodySender, Progress, SendStop, Transfer, authenticate, fail_task, head_only,
-    host_seeing, host_sees_sr, inject_latency, next_data, redirect, request_params, streaming_ok,
-    transfer_span, transfer_task,
+    self, BodySender, Progress, Reach, SendStop, Transfer, fail_task, head_only, next_data,
+    streaming_ok, transfer_span, transfer_task,
 };
 use crate::db::{self, ClassId, Db, objects, vdi as vdi_ops, vm as vm_ops};
 use crate::server::{HostContext, ResponseBody, html_error};
@@ -69,15 +68,11 @@ pub(crate) async fn export(
     request: Request<Incoming>,
     context: HostContext,
 ) -> Response<ResponseBody> {
-    let params = match request_params(&request) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    inject_latency(&context.sim, EXPORT_PATH).await;
-    let session = match authenticate(&context, &params, request.headers(), "get_export") {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+    let (params, session) =
+        match transfer::admit(&request, &context, EXPORT_PATH, "get_export").await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let vm = context.sim.read(|db| match params.query("ref") {
         Some(vm) => db.check(ClassId::Vm, vm).map(|()| vm.to_owned()),
         None => db.by_uuid(ClassId::Vm, params.value("uuid").unwrap_or_default()),
@@ -94,21 +89,18 @@ pub(crate) async fn export(
         srs.dedup();
         srs
     });
-    let visible = context.sim.read(|db| {
-        srs.iter()
-            .all(|sr| host_sees_sr(db, context.host.as_str(), sr))
-    });
-    if !visible {
-        if let Some(host) = context.sim.read(|db| host_seeing(db, &srs)) {
-            return redirect(&context, &host, EXPORT_PATH, &params);
+    match transfer::reach(&context, &srs, EXPORT_PATH, &params) {
+        Reach::Here => {}
+        Reach::Redirect(response) => return response,
+        Reach::Nowhere => {
+            let task = transfer_task(&context, &params, "VM.export");
+            fail_task(
+                &context.sim,
+                &task,
+                Failure::new("NO_HOSTS_AVAILABLE", Vec::<String>::new()),
+            );
+            return html_error(StatusCode::INTERNAL_SERVER_ERROR);
         }
-        let task = transfer_task(&context, &params, "VM.export");
-        fail_task(
-            &context.sim,
-            &task,
-            Failure::new("NO_HOSTS_AVAILABLE", Vec::<String>::new()),
-        );
-        return html_error(StatusCode::INTERNAL_SERVER_ERROR);
     }
     let task = transfer_task(&context, &params, "VM.export");
     let locked = context.sim.write(|db| {
@@ -329,15 +321,11 @@ pub(crate) async fn import(
     request: Request<Incoming>,
     context: HostContext,
 ) -> Response<ResponseBody> {
-    let params = match request_params(&request) {
-        Ok(params) => params,
-        Err(response) => return response,
-    };
-    inject_latency(&context.sim, IMPORT_PATH).await;
-    let session = match authenticate(&context, &params, request.headers(), "put_import") {
-        Ok(session) => session,
-        Err(response) => return response,
-    };
+    let (params, session) =
+        match transfer::admit(&request, &context, IMPORT_PATH, "put_import").await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let sr = context.sim.read(|db| {
         if let Some(sr) = params.value("sr_id") {
             return db.check(ClassId::Sr, sr).map(|()| sr.to_owned());
@@ -353,14 +341,11 @@ pub(crate) async fn import(
     let Ok(sr) = sr else {
         return html_error(StatusCode::INTERNAL_SERVER_ERROR);
     };
-    if !context
-        .sim
-        .read(|db| host_sees_sr(db, context.host.as_str(), &sr))
-        && let Some(host) = context
-            .sim
-            .read(|db| host_seeing(db, std::slice::from_ref(&sr)))
+    // When no host sees the SR the import proceeds here (xapi's `find_host_for_sr` would raise).
+    if let Reach::Redirect(response) =
+        transfer::reach(&context, std::slice::from_ref(&sr), IMPORT_PATH, &params)
     {
-        return redirect(&context, &host, IMPORT_PATH, &params);
+        return response;
     }
     let task = transfer_task(&context, &params, "VM.import");
     let iso = context.sim.read(|db| {
