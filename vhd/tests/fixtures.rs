@@ -1,4 +1,4 @@
-//! Every VHD in /work/shared/fixtures/vhd, written by qemu and Xen Orchestra's vhd-lib, reads
+//! Every VHD in `fixtures/vhd`, written by qemu and Xen Orchestra's vhd-lib, reads
 //! back with the content sha256 and block layout recorded in manifest.json — through the
 //! random-access reader and, for the stream-shaped ones, through the stream decoder.
 #![allow(

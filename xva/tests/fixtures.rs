@@ -1,5 +1,5 @@
 //! Reads the XVA fixtures written by Xen Orchestra and xva-img and matches the content
-//! recorded in `shared/fixtures/manifest.json`.
+//! recorded in `fixtures/manifest.json`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,7 +11,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{assemble, sha256_hex, shared_dir};
+use common::{assemble, fixtures_dir, sha256_hex};
 use futures::StreamExt as _;
 use xva::model::records::{Record as _, Sr, Vbd, Vdi, Vm};
 use xva::model::{ExportId, VbdType};
@@ -22,12 +22,12 @@ use xva::{
 const FIXTURES: [&str; 2] = ["xo-xva.xva", "xvaimg-sha1.xva"];
 
 fn manifest() -> serde_json::Value {
-    let text = std::fs::read_to_string(shared_dir().join("fixtures/manifest.json")).unwrap();
+    let text = std::fs::read_to_string(fixtures_dir().join("manifest.json")).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 
 fn fixture(name: &str) -> Bytes {
-    Bytes::from(std::fs::read(shared_dir().join("fixtures/xva").join(name)).unwrap())
+    Bytes::from(std::fs::read(fixtures_dir().join("xva").join(name)).unwrap())
 }
 
 /// Checks a read against the manifest: one disk, its id, size and content hash.
@@ -189,7 +189,7 @@ async fn compressed_fixtures_arrive_in_small_frames() {
 #[tokio::test]
 async fn fixtures_read_from_files() {
     for name in FIXTURES {
-        let file = tokio::fs::File::open(shared_dir().join("fixtures/xva").join(name))
+        let file = tokio::fs::File::open(fixtures_dir().join("xva").join(name))
             .await
             .unwrap();
         let mut reader = AsyncArchiveReader::new(file);

@@ -95,11 +95,9 @@ pub fn read_all(size: u64, mut read: impl FnMut(ByteOffset, &mut [u8])) -> Vec<u
     out
 }
 
+/// The third-party fixtures vendored at the repository root (`fixtures/`, see its README).
 pub fn fixtures_dir() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures"
-    ))
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures"))
 }
 
 /// The fixtures' position-dependent pattern (recipes/pattern.py): the byte at absolute offset

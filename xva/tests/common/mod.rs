@@ -12,9 +12,9 @@ use xva::model::records::{Sr, Vdi, Vm};
 use xva::model::{ExportId, OvaXml, Version};
 use xva::{Block, ByteOffset};
 
-/// The project's shared folder (fixtures, spec), beside the workspace.
-pub fn shared_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared"))
+/// The third-party fixtures vendored at the repository root (`fixtures/`, see its README).
+pub fn fixtures_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures"))
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {
