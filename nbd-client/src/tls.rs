@@ -148,8 +148,8 @@ impl TlsOptions {
                         reason: "no certificate in the pinned PEM".into(),
                     })?;
                 let name = server_name(subject)?;
-                let verifier = PinnedVerifier {
-                    pinned: certificate,
+                let verifier = CustomVerifier {
+                    pinned: Some(certificate),
                     algorithms: provider.signature_verification_algorithms,
                 };
                 let config = builder
@@ -183,7 +183,8 @@ impl TlsOptions {
                 (config, server_name(host)?)
             }
             TlsVerification::InsecureNoVerify { server_name: host } => {
-                let verifier = NoVerifier {
+                let verifier = CustomVerifier {
+                    pinned: None,
                     algorithms: provider.signature_verification_algorithms,
                 };
                 let config = builder
@@ -219,14 +220,16 @@ fn server_name(name: &str) -> Result<ServerName<'static>, Error> {
     })
 }
 
-/// Accepts exactly one certificate, valid for the expected name.
+/// Pinning (`pinned: Some`: exactly that certificate, valid for the expected name) or no
+/// verification (`pinned: None`, the explicit insecure option). Handshake signatures are checked
+/// either way, so the peer must hold the certificate's private key.
 #[derive(Debug)]
-struct PinnedVerifier {
-    pinned: CertificateDer<'static>,
+struct CustomVerifier {
+    pinned: Option<CertificateDer<'static>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
-impl ServerCertVerifier for PinnedVerifier {
+impl ServerCertVerifier for CustomVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -235,7 +238,10 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() != self.pinned.as_ref() {
+        let Some(pinned) = &self.pinned else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        if end_entity.as_ref() != pinned.as_ref() {
             return Err(rustls::Error::InvalidCertificate(
                 CertificateError::UnknownIssuer,
             ));
@@ -244,47 +250,6 @@ impl ServerCertVerifier for PinnedVerifier {
         // pool handed out for this host just now, which is the whole trust decision.
         let parsed = ParsedCertificate::try_from(end_entity)?;
         verify_server_name(&parsed, server_name)?;
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-/// Accepts any certificate but still checks the handshake signatures.
-#[derive(Debug)]
-struct NoVerifier {
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for NoVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 

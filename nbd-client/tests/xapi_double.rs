@@ -211,6 +211,12 @@ async fn certificate_pinning_and_export_refusal() {
         Err(Error::Tls { .. })
     ));
 
+    // The explicit insecure option accepts a certificate nobody pinned, whatever its name.
+    let mut insecure = xapi_config(&double.socket, &other_pem);
+    insecure.tls = Some(TlsOptions::insecure_no_verify("xcp-host2.example.test"));
+    let connection = Connection::connect(&insecure).await.unwrap();
+    connection.close().await.unwrap();
+
     // An expired session or unknown VDI: xapi closes the connection after EXPORT_NAME.
     let mut refused = xapi_config(&double.socket, &cert_pem);
     refused.export_name = nbd_client::ExportName::new("/unknown?session_id=OpaqueRef:dead");
