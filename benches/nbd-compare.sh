@@ -3,9 +3,11 @@
 # connection count, reading a 4 GiB export to null over loopback TCP:
 #   nbdkit memory 4G (filled with random data) and qemu-nbd (raw file in /dev/shm), each plain
 #   and with TLS (x509 credentials generated here with openssl).
-# Prints a table of MB/s (10^6 bytes/s) and the ratio ours / nbdcopy (target: >= 1.0).
+# Prints a table of MB/s (10^6 bytes/s) and the ratio ours / nbdcopy (target: >= 1.0). Each tool
+# runs RUNS times per row (default 5), alternating with the other, and the median time counts:
+# on 2 cores client and server share the CPU, so one run can be off by 20% either way.
 #
-# Usage: benches/nbd-compare.sh [CONNECTIONS...]   (default: 1 4)
+# Usage: [RUNS=N] benches/nbd-compare.sh [CONNECTIONS...]   (default: 1 4)
 # Needs: nbdkit, qemu-nbd, nbdcopy, openssl; ~13 GiB of free memory; a few minutes.
 # Note: nbdcopy caps its connections at the number of online CPUs (spec nbd-cbt.md §5.1).
 set -euo pipefail
@@ -14,6 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 connections=("$@")
 ((${#connections[@]})) || connections=(1 4)
 size=$((4 << 30))
+runs=${RUNS:-5}
 
 for tool in nbdkit qemu-nbd nbdcopy openssl; do
   command -v "$tool" >/dev/null || { echo "missing $tool" >&2; exit 1; }
@@ -71,15 +74,18 @@ timed() {
 mbps() { awk -v b="$size" -v s="$1" 'BEGIN { printf "%.0f", b / s / 1e6 }'; }
 
 printf '%-16s %-5s %5s %12s %12s %7s\n' server tls conns nbdcopy_MB/s ours_MB/s ratio
+median() { tr ' ' '\n' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 row() { # name tls conns nbdcopy-uri our-args...
   local name=$1 tls=$2 conns=$3 uri=$4
   shift 4
-  local t_ref t_ours
-  t_ref=$(timed nbdcopy --connections="$conns" "$uri" null:)
-  t_ours=$(timed "$ours" -C "$conns" "$@" /dev/null)
+  local ref_times=() our_times=() _
+  for _ in $(seq "$runs"); do
+    ref_times+=("$(timed nbdcopy --connections="$conns" "$uri" null:)")
+    our_times+=("$(timed "$ours" -C "$conns" "$@" /dev/null)")
+  done
   local ref ours_rate
-  ref=$(mbps "$t_ref")
-  ours_rate=$(mbps "$t_ours")
+  ref=$(mbps "$(echo "${ref_times[*]}" | median)")
+  ours_rate=$(mbps "$(echo "${our_times[*]}" | median)")
   printf '%-16s %-5s %5s %12s %12s %7s\n' "$name" "$tls" "$conns" "$ref" "$ours_rate" \
     "$(awk -v a="$ours_rate" -v b="$ref" 'BEGIN { printf "%.2f", a / b }')"
 }

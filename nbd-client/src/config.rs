@@ -70,10 +70,11 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Auto profile, plaintext, one connection, 16 requests of ≤ 512 KiB in flight.
+    /// Auto profile, plaintext, one connection, 16 requests of ≤ 1 MiB in flight.
     ///
-    /// 512 KiB × 16 was the fastest shape measured on loopback against both qemu-nbd (which
-    /// slows down with many 2 MiB requests in flight) and nbdkit; xapi keeps 2 MiB requests.
+    /// 1 MiB × 16 was the fastest shape measured on loopback against both qemu-nbd and nbdkit,
+    /// plain and TLS (`benches/nbd-compare.sh`): 512 KiB requests were up to 20% slower with one
+    /// connection, and 2 MiB requests slowed qemu-nbd down badly; xapi keeps 2 MiB requests.
     pub fn new(address: Address, export_name: impl Into<String>) -> Self {
         Self {
             address,
@@ -85,7 +86,7 @@ impl ClientConfig {
             meta_contexts: Vec::new(),
             connections: 1,
             in_flight_per_connection: 16,
-            max_request_len: 512 * 1024,
+            max_request_len: 1024 * 1024,
             connect_timeout: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(60),
             request_timeout: Duration::from_secs(60),

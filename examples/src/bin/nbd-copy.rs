@@ -44,7 +44,7 @@ struct Args {
     /// Requests in flight per connection.
     #[arg(short = 'R', long, default_value_t = 16)]
     requests: usize,
-    /// Bytes per request (default: the library's, 512 KiB; 2 MiB with --xapi).
+    /// Bytes per request (default: the library's, 1 MiB; 2 MiB with --xapi).
     #[arg(long)]
     request_size: Option<u64>,
     /// PEM bundle of CA roots to verify the server with (TLS).
