@@ -14,8 +14,12 @@ pub const MAX_VIRTUAL_SIZE: ByteLen = ByteLen::new(1 << 48);
 /// Largest number of bits in one map (256 MiB of memory), so hostile sizes cannot exhaust memory.
 pub const MAX_BITS: u64 = 1 << 31;
 
-/// Longest base64 text accepted: the encoding of a [`MAX_BITS`] bitmap.
-const MAX_ENCODED_LEN: usize = (1 << 31) / 8 / 3 * 4 + 4;
+/// Longest base64 text accepted for any disk: the encoding of a [`MAX_BITS`] bitmap.
+const MAX_ENCODED_LEN: u64 = (1 << 31) / 8 / 3 * 4 + 4;
+
+/// Surplus bitmap bytes accepted past what the disk needs, beyond doubling: xapi's bitmaps have
+/// at most a few bytes of padding (spec §4.2), so this only bounds memory for small disks.
+const SURPLUS_ALLOWANCE: u64 = 1 << 20;
 
 /// Which blocks of a virtual disk changed, one bit per block of a fixed [`Granularity`].
 ///
@@ -120,7 +124,11 @@ impl ChangedBlocks {
         virtual_size: ByteLen,
         granularity: Granularity,
     ) -> Result<Self, Error> {
-        Self::from_bitmap_bytes(&decode_text(text.as_ref())?, virtual_size, granularity)
+        Self::from_bitmap_bytes(
+            &decode_text(text.as_ref(), virtual_size, granularity)?,
+            virtual_size,
+            granularity,
+        )
     }
 
     /// Decodes a standard-base64 bitmap under the tolerant rules of the spec (§4.2): a bitmap
@@ -134,7 +142,11 @@ impl ChangedBlocks {
         virtual_size: ByteLen,
         granularity: Granularity,
     ) -> Result<Tolerated, Error> {
-        Self::from_bitmap_bytes_tolerant(&decode_text(text.as_ref())?, virtual_size, granularity)
+        Self::from_bitmap_bytes_tolerant(
+            &decode_text(text.as_ref(), virtual_size, granularity)?,
+            virtual_size,
+            granularity,
+        )
     }
 
     /// Builds a map from raw bitmap bytes in xapi's layout, strictly.
@@ -573,11 +585,24 @@ struct Surplus {
     set_bits: u64,
 }
 
-fn decode_text(text: &[u8]) -> Result<Vec<u8>, Error> {
-    if text.len() > MAX_ENCODED_LEN {
+/// Decodes base64 after checking its length against the disk: at most twice the bytes the disk
+/// needs plus [`SURPLUS_ALLOWANCE`], so a hostile text for a small disk cannot make the decoder
+/// allocate hundreds of MB.
+fn decode_text(
+    text: &[u8],
+    virtual_size: ByteLen,
+    granularity: Granularity,
+) -> Result<Vec<u8>, Error> {
+    let needed_bytes = virtual_size.get().div_ceil(granularity.bytes()).div_ceil(8);
+    let max_bytes = needed_bytes
+        .saturating_mul(2)
+        .saturating_add(SURPLUS_ALLOWANCE);
+    let max = max_bytes.div_ceil(3).saturating_mul(4).min(MAX_ENCODED_LEN);
+    let max = usize::try_from(max).unwrap_or(usize::MAX);
+    if text.len() > max {
         return Err(Error::EncodedTooLong {
             length: text.len(),
-            max: MAX_ENCODED_LEN,
+            max,
         });
     }
     STANDARD.decode(text).map_err(Error::InvalidBase64)

@@ -7,8 +7,9 @@ pub enum Error {
     /// The text is not valid standard base64 with `=` padding.
     #[error("the changed-block bitmap is not valid base64")]
     InvalidBase64(#[source] base64::DecodeError),
-    /// The encoded bitmap is longer than any bitmap this crate accepts.
-    #[error("encoded bitmap of {length} characters exceeds the limit of {max}")]
+    /// The encoded bitmap is far longer than the disk's bitmap (twice its size plus 1 MiB), or
+    /// than any bitmap this crate accepts.
+    #[error("encoded bitmap of {length} characters exceeds the limit of {max} for this disk")]
     EncodedTooLong {
         /// Length of the text received.
         length: usize,

@@ -216,6 +216,28 @@ fn bits_past_the_end_are_rejected_strictly_and_ignored_tolerantly() {
 }
 
 #[test]
+fn text_far_longer_than_the_disk_needs_is_refused_before_decoding() {
+    // A 4 MiB disk needs 8 bitmap bytes; twice that plus 1 MiB is the most accepted.
+    let size = ByteLen::new(4 * MIB);
+    let max_bytes: usize = 2 * 8 + (1 << 20);
+    let max_chars = max_bytes.div_ceil(3) * 4;
+    let huge = "A".repeat(max_chars + 4);
+    assert!(matches!(
+        ChangedBlocks::from_xapi_base64(&huge, size),
+        Err(Error::EncodedTooLong { length, max }) if length == max_chars + 4 && max == max_chars
+    ));
+    assert!(matches!(
+        ChangedBlocks::from_base64_tolerant(&huge, size, Granularity::XAPI_CBT),
+        Err(Error::EncodedTooLong { .. })
+    ));
+    // Modest zero padding (here 12 surplus bytes) is still accepted, strictly and tolerantly.
+    // `80 40 00 00 40 00 ..`: blocks 0, 9 and 33; 18 bytes where 8 are needed.
+    let padded = "gEAAAEAAAAAAAAAAAAAAAAAA";
+    let map = ChangedBlocks::from_xapi_base64(padded, size).unwrap();
+    assert_eq!(map.changed_block_count(), 3);
+}
+
+#[test]
 fn invalid_base64_is_a_typed_error() {
     let size = ByteLen::new(4 * MIB);
     for text in [

@@ -180,6 +180,22 @@ pub enum Error {
         /// Where the stream already is.
         position: u64,
     },
+    /// A stream names a structure so far ahead that the unused bytes before it exceed the cap
+    /// (`DecoderOptions::max_skipped_bytes`).
+    #[error(
+        "{structure} at byte {target} is too far ahead of stream position {position}: \
+         at most {max} unused bytes are accepted in a stream"
+    )]
+    GapTooLarge {
+        /// The structure that lies too far ahead.
+        structure: Structure,
+        /// Where it is.
+        target: u64,
+        /// Where the stream is.
+        position: u64,
+        /// The cap on unused bytes.
+        max: u64,
+    },
     /// Bytes follow the trailing footer of a stream.
     #[error("unexpected data after the trailing footer (at byte {position})")]
     TrailingData {

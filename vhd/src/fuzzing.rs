@@ -10,20 +10,28 @@ use crate::reader::VhdFile;
 use crate::stream::StreamDecoder;
 use crate::units::ByteOffset;
 
-/// Parses a footer and, when valid, checks that encoding it parses back identically.
-pub fn footer(data: &[u8]) -> Result<Footer> {
-    let footer = Footer::parse(data)?;
-    let again = Footer::parse(&footer.encode())?;
-    debug_assert_eq!(again, footer, "footer round trip");
-    Ok(footer)
+/// A structure parsed from arbitrary bytes, and the same structure encoded and parsed again:
+/// callers (the fuzz targets, the corpus replay) assert the two are equal.
+#[derive(Debug)]
+pub struct RoundTrip<T> {
+    /// Parsed from the input.
+    pub parsed: T,
+    /// `parsed`, encoded and parsed again.
+    pub reparsed: T,
 }
 
-/// Parses a dynamic header and, when valid, checks that encoding it parses back identically.
-pub fn header(data: &[u8]) -> Result<DynamicHeader> {
-    let header = DynamicHeader::parse(data)?;
-    let again = DynamicHeader::parse(&header.encode()?)?;
-    debug_assert_eq!(again, header, "header round trip");
-    Ok(header)
+/// Parses a footer and, when valid, encodes and parses it again.
+pub fn footer(data: &[u8]) -> Result<RoundTrip<Footer>> {
+    let parsed = Footer::parse(data)?;
+    let reparsed = Footer::parse(&parsed.encode())?;
+    Ok(RoundTrip { parsed, reparsed })
+}
+
+/// Parses a dynamic header and, when valid, encodes and parses it again.
+pub fn header(data: &[u8]) -> Result<RoundTrip<DynamicHeader>> {
+    let parsed = DynamicHeader::parse(data)?;
+    let reparsed = DynamicHeader::parse(&parsed.encode()?)?;
+    Ok(RoundTrip { parsed, reparsed })
 }
 
 /// Decodes `data` as a stream, chunked by a size taken from its first byte; returns the

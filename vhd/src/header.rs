@@ -311,24 +311,33 @@ impl DynamicHeader {
     }
 }
 
-/// Decodes the UTF-16BE parent name: up to the first NUL, a leading byte-order mark skipped
-/// (the data is big-endian whatever it says, as in xen-api).
+/// Decodes the UTF-16BE parent name: up to the first NUL, leading byte-order marks skipped
+/// (the data is big-endian whatever they say, as in xen-api). All of them, not just one, so that
+/// a parsed name encodes and parses back to itself.
 fn decode_parent_name(raw: &[u8]) -> Result<String> {
     let mut units: Vec<u16> = raw
         .chunks_exact(2)
         .map(|pair| <[u8; 2]>::try_from(pair).map_or(0, u16::from_be_bytes))
         .take_while(|unit| *unit != 0)
         .collect();
-    if matches!(units.first(), Some(0xFEFF | 0xFFFE)) {
-        units.remove(0);
-    }
+    let marks = units
+        .iter()
+        .take_while(|unit| matches!(unit, 0xFEFF | 0xFFFE))
+        .count();
+    units.drain(..marks);
     String::from_utf16(&units).map_err(|_| Error::InvalidParentName {
         reason: "unpaired UTF-16 surrogate",
     })
 }
 
-/// Encodes a parent name as NUL-padded UTF-16BE.
+/// Encodes a parent name as NUL-padded UTF-16BE. A leading byte-order mark is refused: readers
+/// (xen-api, this crate) would drop it, so the name would not read back as written.
 fn encode_parent_name(name: &str) -> Result<[u8; 2 * PARENT_NAME_UNITS]> {
+    if name.starts_with('\u{FEFF}') {
+        return Err(Error::InvalidParentName {
+            reason: "starts with a byte-order mark",
+        });
+    }
     let mut raw = [0u8; 2 * PARENT_NAME_UNITS];
     let mut out = &mut raw[..];
     for (count, unit) in name.encode_utf16().enumerate() {
@@ -397,6 +406,29 @@ mod tests {
         assert_eq!(&encoded[64..66], &[0x00, b'p']);
         assert_eq!(&encoded[576..580], b"MacX");
         assert_eq!(DynamicHeader::parse(&encoded).unwrap(), header);
+    }
+
+    /// Found by review: a name written with two byte-order marks (`FE FF FE FF 00 78`) lost only
+    /// the first one on parse, so parse → encode → parse was not a fixed point.
+    #[test]
+    fn every_leading_byte_order_mark_is_dropped() {
+        let mut raw = spec_header().encode().unwrap();
+        raw[64..70].copy_from_slice(&[0xfe, 0xff, 0xfe, 0xff, 0x00, b'x']);
+        let checksum = vhd_checksum(&raw, CHECKSUM_OFFSET).to_be_bytes();
+        raw[36..40].copy_from_slice(&checksum);
+        let parsed = DynamicHeader::parse(&raw).unwrap();
+        assert_eq!(parsed.parent_unicode_name, "x");
+        assert_eq!(
+            DynamicHeader::parse(&parsed.encode().unwrap()).unwrap(),
+            parsed
+        );
+
+        let mut header = spec_header();
+        header.parent_unicode_name = "\u{FEFF}x".to_owned();
+        assert!(matches!(
+            header.encode(),
+            Err(Error::InvalidParentName { .. })
+        ));
     }
 
     #[test]

@@ -113,8 +113,8 @@ pub use io::{ReadAt, WriteAt};
 pub use layout::{DiskKind, LayoutProfile, LocatorStyle, ParentIdentity, ParentNameStyle};
 pub use reader::{MAX_CHAIN_DEPTH, VhdChain, VhdFile};
 pub use stream::{
-    BitmapMode, DecoderOptions, Pieces, ReadDecoder, STREAM_BLOCK_LEN, StreamDecoder,
-    StreamEncoder, StreamEvent, StreamSpec, encode_to_writer,
+    BitmapMode, DEFAULT_MAX_SKIPPED_BYTES, DecoderOptions, Pieces, ReadDecoder, STREAM_BLOCK_LEN,
+    StreamDecoder, StreamEncoder, StreamEvent, StreamSpec, encode_to_writer,
 };
 pub use units::{
     BITMAP_SIZE, BLOCK_SIZE, BlockIndex, ByteOffset, MAX_VIRTUAL_SIZE, SECTOR_SIZE,

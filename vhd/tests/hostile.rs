@@ -168,12 +168,19 @@ fn huge_declared_sizes_are_refused_before_allocating() {
         h[28..32].copy_from_slice(&u32::MAX.to_be_bytes())
     });
     assert_eq!(decode(&odd).unwrap(), 6);
-    // A huge header offset: the stream ends long before it.
+    // A huge header offset: a stream refuses at once to skip that far; a file is too short.
     let mut bad = good.clone();
     edit_footer(&mut bad, true, |f| {
         f[16..24].copy_from_slice(&(1u64 << 62).to_be_bytes())
     });
-    assert!(matches!(decode(&bad), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        decode(&bad),
+        Err(Error::GapTooLarge {
+            target: 0x4000_0000_0000_0000,
+            position: 512,
+            ..
+        })
+    ));
     assert!(matches!(VhdFile::open(bad), Err(Error::Truncated { .. })));
     // The writer and encoder refuse sizes beyond the limit with a clear error.
     let too_big = vhd::MAX_VIRTUAL_SIZE + 512;
@@ -212,10 +219,17 @@ fn misplaced_blocks_are_refused() {
     let mut bad = good.clone();
     set_entry(&mut bad, 2, first + 8);
     assert!(matches!(decode(&bad), Err(Error::OverlappingBlocks { .. })));
-    // Block 1 far beyond the end of the file.
+    // Block 1 far beyond the end of the file: a stream refuses to skip a TiB to reach it.
     let mut bad = good.clone();
     set_entry(&mut bad, 1, 0x7FFF_FFFF);
-    assert!(matches!(decode(&bad), Err(Error::Truncated { .. })));
+    assert!(matches!(
+        decode(&bad),
+        Err(Error::GapTooLarge {
+            structure: vhd::Structure::Bitmap,
+            max: vhd::DEFAULT_MAX_SKIPPED_BYTES,
+            ..
+        })
+    ));
     assert!(matches!(
         VhdFile::open(bad),
         Err(Error::BatEntryOutOfRange { .. })

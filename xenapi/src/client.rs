@@ -12,7 +12,7 @@ use crate::codec::{Failure, Response, jsonrpc, xmlrpc};
 use crate::error::{Error, ErrorCode};
 use crate::refs::{Ref, Session};
 use crate::tls::{Fingerprint, Trust};
-use crate::transport::{Endpoint, HttpClient, RpcReply, header};
+use crate::transport::{Endpoint, HttpClient, RpcPolicy, RpcReply, header};
 use crate::url::{ConnectUrl, Secret};
 use crate::value::{FromValue, Value};
 
@@ -242,6 +242,14 @@ impl Inner {
         }
     }
 
+    /// [`Inner::redact`] for an error already built (a task's `error_info`), others unchanged.
+    pub(crate) fn redact_error(&self, error: Error) -> Error {
+        match error {
+            Error::Api { code, params } => self.redact(Failure { code, params }),
+            other => other,
+        }
+    }
+
     /// Replaces session refs in API error parameters: they are credentials.
     fn redact(&self, failure: Failure) -> Error {
         let session = self
@@ -305,7 +313,10 @@ impl Inner {
                         "application/json",
                         Bytes::from(body),
                         extra,
-                        limit,
+                        RpcPolicy {
+                            limit,
+                            resend_unanswered: login || safe_to_resend(method),
+                        },
                     )
                     .await?;
                 (path, reply)
@@ -321,7 +332,10 @@ impl Inner {
                         "text/xml",
                         Bytes::from(body),
                         extra,
-                        limit,
+                        RpcPolicy {
+                            limit,
+                            resend_unanswered: login || safe_to_resend(method),
+                        },
                     )
                     .await?;
                 (path, reply)
@@ -344,6 +358,17 @@ impl Inner {
 struct Answer {
     outcome: Result<Value, Error>,
     thumbprint: Option<String>,
+}
+
+/// Calls that only read (`*.get_*`, `*.list_*`, `event.from`, `*.get_all_records` …): running
+/// one twice changes nothing, so it may be resent when its connection closed without an answer.
+/// Everything else (snapshot, clone, create, set, `Async.*`) is never sent twice by the client.
+fn safe_to_resend(method: &str) -> bool {
+    if method.starts_with("Async.") {
+        return false;
+    }
+    let name = method.rsplit_once('.').map_or(method, |(_, name)| name);
+    name.starts_with("get_") || name.starts_with("list_") || method == "event.from"
 }
 
 fn endpoint_of(url: &ConnectUrl) -> Endpoint {
@@ -643,7 +668,11 @@ impl Drop for Inner {
                 content_type,
                 Bytes::from(body),
                 &[],
-                limit,
+                // Logging out twice is harmless (the second gets SESSION_INVALID).
+                RpcPolicy {
+                    limit,
+                    resend_unanswered: true,
+                },
             );
             if tokio::time::timeout(Duration::from_secs(10), logout)
                 .await
@@ -661,6 +690,29 @@ mod tests {
 
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>() {}
+
+    #[test]
+    fn only_reads_are_resent() {
+        for method in [
+            "VM.get_all_records",
+            "VDI.get_record",
+            "VDI.list_changed_blocks",
+            "event.from",
+            "session.get_this_host",
+        ] {
+            assert!(safe_to_resend(method), "{method}");
+        }
+        for method in [
+            "VM.snapshot",
+            "VM.clone",
+            "VDI.copy",
+            "VM.add_to_other_config",
+            "Async.VM.get_record",
+            "task.cancel",
+        ] {
+            assert!(!safe_to_resend(method), "{method}");
+        }
+    }
 
     #[test]
     fn handles_cross_tasks() {

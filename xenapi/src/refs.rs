@@ -84,7 +84,15 @@ pub const NULL_REF: &str = "OpaqueRef:NULL";
 /// let vm: Ref<Vm> = Ref::new("OpaqueRef:1b2c");
 /// assert!(!vm.is_null());
 /// assert!(Ref::<Vdi>::null().is_null());
-/// // fn wants_vdi(_: &Ref<Vdi>) {}  wants_vdi(&vm) does not compile.
+/// ```
+///
+/// A ref of one class cannot stand where another is expected:
+///
+/// ```compile_fail
+/// use xenapi::{Ref, Vm, Vdi};
+/// fn wants_vdi(_: &Ref<Vdi>) {}
+/// let vm: Ref<Vm> = Ref::new("OpaqueRef:1b2c");
+/// wants_vdi(&vm);
 /// ```
 pub struct Ref<C: Class> {
     text: String,

@@ -85,7 +85,8 @@ impl Client {
             Err(error) => return Err(error),
         };
         self.destroy_task_quietly(task).await;
-        task_outcome(&record)
+        // A task's error_info can name the session (e.g. SESSION_INVALID): redact as for calls.
+        task_outcome(&record).map_err(|error| self.inner.redact_error(error))
     }
 
     /// `Async.<method>` + [`Client::wait_task`] + conversion of the result.
@@ -108,7 +109,10 @@ impl Client {
         task: &Ref<Task>,
         options: &WaitOptions,
     ) -> Result<TaskRecord, Error> {
-        let deadline = options.timeout.map(|timeout| Instant::now() + timeout);
+        // A timeout too large to add (`Duration::MAX`) means no deadline, not a panic.
+        let deadline = options
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         let cancel = options.cancel.clone().unwrap_or_default();
         let subscription = Value::Array(vec![Value::from(format!(
             "{}/{}",

@@ -425,6 +425,13 @@ impl Client {
                     Some("http") => Scheme::Http,
                     _ => Scheme::Https,
                 };
+                // xapi always redirects to https; following an http Location from an https
+                // host would send the session id in clear text.
+                if scheme == Scheme::Http && current.endpoint.scheme == Scheme::Https {
+                    return Err(Error::protocol(
+                        "refusing a redirect from https to plain http (it would send the session in clear text)",
+                    ));
+                }
                 let host = host
                     .trim_start_matches('[')
                     .trim_end_matches(']')
@@ -517,7 +524,7 @@ impl Client {
         self.abandon_task(task).await;
         match record {
             Ok(record) if record.status != TaskStatus::Pending => match task_outcome(&record) {
-                Err(error) => error,
+                Err(error) => self.inner.redact_error(error),
                 Ok(_) => Error::HttpStatus {
                     status: status.as_u16(),
                     method: method.to_string(),
@@ -674,7 +681,7 @@ impl Client {
                     && let Err(task_error) = task_outcome(&record)
                 {
                     self.destroy_task_quietly(&task).await;
-                    return Err(task_error);
+                    return Err(self.inner.redact_error(task_error));
                 }
                 self.abandon_task(&task).await;
                 Err(error)

@@ -137,6 +137,16 @@ pub(crate) fn full_body(bytes: Bytes) -> RequestBody {
         .boxed_unsync()
 }
 
+/// How [`HttpClient::rpc`] treats one call: the response size cap, and whether a request that got
+/// no answer at all may be sent again.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RpcPolicy {
+    /// Largest response body read, in bytes.
+    pub(crate) limit: u64,
+    /// Resend once when the connection closed without an answer (only for calls safe twice).
+    pub(crate) resend_unanswered: bool,
+}
+
 impl HttpClient {
     pub(crate) fn new(trust: Trust, connect_timeout: Duration) -> Result<HttpClient, Error> {
         // Fail early on an unusable trust configuration.
@@ -267,8 +277,10 @@ impl HttpClient {
     }
 
     /// POSTs an RPC body on a keep-alive connection and reads the whole response (at most
-    /// `limit` bytes). A request that fails on a reused connection before any response (the
-    /// server closed it while idle) is retried once on a fresh one.
+    /// `limit` bytes). A reused connection found closed before the request went out is replaced
+    /// by a fresh one. A request that went out but got no answer at all (the server closed the
+    /// connection: an idle close racing the request, or a host dying mid-call) is resent once
+    /// only when `resend_unanswered` says the call is safe to run twice.
     pub(crate) async fn rpc(
         &self,
         endpoint: &Endpoint,
@@ -276,8 +288,12 @@ impl HttpClient {
         content_type: &'static str,
         body: Bytes,
         extra_headers: &[(&'static str, &'static str)],
-        limit: u64,
+        policy: RpcPolicy,
     ) -> Result<RpcReply, Error> {
+        let RpcPolicy {
+            limit,
+            resend_unanswered,
+        } = policy;
         for attempt in 0..2 {
             let (mut sender, reused) = match self.checkout(endpoint) {
                 Some(sender) if attempt == 0 => (sender, true),
@@ -307,13 +323,18 @@ impl HttpClient {
                 .map_err(|error| Error::http(format!("building a request for {path}"), error))?;
             let response = match sender.send_request(request).await {
                 Ok(response) => response,
+                // Canceled: hyper never wrote the request, the connection was already gone.
+                Err(error) if reused && error.is_canceled() => {
+                    tracing::debug!(endpoint = %endpoint.authority(), "idle connection was closed by the server; retrying on a new one");
+                    continue;
+                }
+                // The request was written and may have run: resend only what is safe twice.
                 Err(error)
                     if reused
-                        && (error.is_closed()
-                            || error.is_canceled()
-                            || error.is_incomplete_message()) =>
+                        && resend_unanswered
+                        && (error.is_closed() || error.is_incomplete_message()) =>
                 {
-                    tracing::debug!(endpoint = %endpoint.authority(), "idle connection was closed by the server; retrying on a new one");
+                    tracing::debug!(endpoint = %endpoint.authority(), "connection closed without an answer; resending a read-only call on a new one");
                     continue;
                 }
                 Err(error) => {

@@ -139,6 +139,43 @@ async fn relogs_in_once_on_session_invalid() {
     assert_eq!(host.db().login_count, 4);
 }
 
+/// A connection closed with no answer: a read is resent once on a new connection, a call that
+/// changes something is not (it may have run), so the caller sees a transport error and the
+/// server saw exactly one such call.
+#[tokio::test]
+async fn only_read_calls_are_resent_after_a_connection_dies_unanswered() {
+    let host = TestHost::start(Options::default()).await;
+    for transport in [TransportKind::JsonRpc, TransportKind::XmlRpc] {
+        let client = connect(&host, transport).await;
+        let vm: Ref<Vm> = Ref::new("OpaqueRef:vm-0");
+
+        host.db()
+            .drop_unanswered
+            .push("VM.get_other_config".to_owned());
+        let before = host.db().count("VM.get_other_config");
+        client
+            .call_value("VM.get_other_config", vec![Value::from(vm.as_str())])
+            .await
+            .unwrap();
+        assert_eq!(host.db().count("VM.get_other_config"), before + 2);
+
+        host.db()
+            .drop_unanswered
+            .push("VM.add_to_other_config".to_owned());
+        let before = host.db().count("VM.add_to_other_config");
+        let error = client
+            .call_value(
+                "VM.add_to_other_config",
+                vec![Value::from(vm.as_str()), Value::from("k"), Value::from("v")],
+            )
+            .await
+            .unwrap_err();
+        assert!(!matches!(error, Error::Api { .. }), "{error:?}");
+        assert_eq!(host.db().count("VM.add_to_other_config"), before + 1);
+        client.close().await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn session_invalid_is_retried_once_and_redacted() {
     let host = TestHost::start(Options::default()).await;
@@ -597,6 +634,37 @@ async fn transfers_follow_302_to_the_host_that_sees_the_storage() {
         .await
         .unwrap();
     assert_eq!(member.db().uploaded.as_deref(), Some(&data[..]));
+}
+
+/// A master reached over https that redirects a transfer to plain http is refused: following
+/// it would send the session id in clear text (xapi always redirects to https).
+#[tokio::test]
+async fn a_redirect_from_https_to_http_is_refused() {
+    let member = TestHost::start(Options::default()).await;
+    member.db().export_data = disk(4_096);
+    let cert = TestCert::new(&["127.0.0.1"]);
+    let master = TestHost::start_with_db(
+        Options {
+            tls: Some(cert.clone()),
+            redirect_transfers_to: Some(member.base()),
+            ..Options::default()
+        },
+        member.db.clone(),
+    )
+    .await;
+    let client = Client::builder(ConnectUrl::parse(&master.url()).unwrap())
+        .trust(Trust::Pinned(cert.fingerprint()))
+        .connect()
+        .await
+        .unwrap();
+    let error = client
+        .export_raw_vdi(&Ref::new("OpaqueRef:vdi-1"), ExportFormat::Raw, None)
+        .await
+        .expect_err("the redirect must be refused");
+    assert!(
+        error.to_string().contains("from https to plain http"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

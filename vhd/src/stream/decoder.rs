@@ -34,12 +34,22 @@ pub struct DecoderOptions {
     /// Require the trailing footer to be byte-identical to the head copy (Xen Orchestra does;
     /// xapi only parses it). Default: true.
     pub require_identical_footers: bool,
+    /// Most bytes of the stream that may lie between structures, in total (padding, unused
+    /// space before the BAT or between blocks). Offsets come from the peer: without a cap, a
+    /// hostile header or BAT entry pointing terabytes ahead would make the decoder read that
+    /// far before failing. Default: [`DEFAULT_MAX_SKIPPED_BYTES`].
+    pub max_skipped_bytes: u64,
 }
+
+/// 64 MiB: xapi and Xen Orchestra streams have a few KiB of padding at most; files read
+/// forward-only (qemu-img, vhd-util) have their metadata gaps well under a MiB.
+pub const DEFAULT_MAX_SKIPPED_BYTES: u64 = 64 << 20;
 
 impl Default for DecoderOptions {
     fn default() -> Self {
         Self {
             require_identical_footers: true,
+            max_skipped_bytes: DEFAULT_MAX_SKIPPED_BYTES,
         }
     }
 }
@@ -90,6 +100,8 @@ pub struct StreamDecoder {
     pending_bitmap: Option<SectorBitmap>,
     /// Where the trailing footer must start.
     trailing_footer_at: u64,
+    /// Bytes skipped between structures so far (capped by the options).
+    skipped: u64,
 }
 
 impl Default for StreamDecoder {
@@ -120,6 +132,7 @@ impl StreamDecoder {
             next_block: 0,
             pending_bitmap: None,
             trailing_footer_at: 0,
+            skipped: 0,
         }
     }
 
@@ -407,13 +420,22 @@ impl StreamDecoder {
             })
     }
 
-    /// Fails when `target` lies behind what was already consumed.
+    /// Fails when `target` lies behind what was already consumed, or so far ahead that the
+    /// stream's unused bytes would exceed the cap.
     fn check_forward(&self, target: u64, structure: Structure) -> Result<()> {
-        if target < self.position {
+        let Some(gap) = target.checked_sub(self.position) else {
             return Err(Error::BackwardTarget {
                 structure,
                 target,
                 position: self.position,
+            });
+        };
+        if self.skipped.saturating_add(gap) > self.options.max_skipped_bytes {
+            return Err(Error::GapTooLarge {
+                structure,
+                target,
+                position: self.position,
+                max: self.options.max_skipped_bytes,
             });
         }
         Ok(())
@@ -434,6 +456,7 @@ impl StreamDecoder {
             let skip = usize::try_from(gap).unwrap_or(usize::MAX).min(input.len());
             input.advance(skip);
             self.position += u64_from_usize(skip);
+            self.skipped += u64_from_usize(skip);
             if self.position < target {
                 return Ok(None);
             }

@@ -4,7 +4,7 @@
 mod decoder;
 mod encoder;
 
-pub use decoder::{DecoderOptions, StreamDecoder, StreamEvent};
+pub use decoder::{DEFAULT_MAX_SKIPPED_BYTES, DecoderOptions, StreamDecoder, StreamEvent};
 pub use encoder::{BitmapMode, Pieces, STREAM_BLOCK_LEN, StreamEncoder, StreamSpec};
 
 use bytes::{Bytes, BytesMut};

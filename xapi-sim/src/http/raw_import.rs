@@ -470,6 +470,7 @@ impl VhdSink {
             // xapi parses the trailing footer but does not compare it with the head copy.
             decoder: vhd::StreamDecoder::with_options(vhd::DecoderOptions {
                 require_identical_footers: false,
+                ..vhd::DecoderOptions::default()
             }),
         }
     }

@@ -11,7 +11,6 @@
 )]
 
 use std::collections::{BTreeMap, HashSet};
-use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -113,7 +112,22 @@ pub struct Db {
     pub login_count: usize,
     /// Every call answers SESSION_INVALID, re-login or not.
     pub reject_sessions: bool,
+    /// Methods whose next call is recorded, then its connection closed without an answer (as
+    /// when a host dies mid-call or closes an idle keep-alive connection); each entry once.
+    pub drop_unanswered: Vec<String>,
 }
+
+/// Returned by the service to make hyper close the connection without writing a response.
+#[derive(Debug)]
+pub struct DropConnection;
+
+impl std::fmt::Display for DropConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection dropped on purpose")
+    }
+}
+
+impl std::error::Error for DropConnection {}
 
 impl Db {
     fn new_ref(&mut self, kind: &str) -> String {
@@ -250,7 +264,7 @@ impl TestHost {
                     let tls = shared.options.tls.clone();
                     let service = service_fn(move |request| {
                         let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(shared.handle(request).await) }
+                        async move { shared.handle(request).await }
                     });
                     match &tls {
                         None => {
@@ -352,16 +366,19 @@ fn task_value(record: &TaskRecord) -> Value {
 }
 
 impl Listener {
-    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+    async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<Body>, DropConnection> {
         let path = request.uri().path().to_owned();
         let method = request.method().clone();
-        match (method.as_str(), path.as_str()) {
+        Ok(match (method.as_str(), path.as_str()) {
             ("POST", "/jsonrpc") if self.options.no_json => full(
                 StatusCode::NOT_FOUND,
                 "text/html",
                 "<html><body>Not found</body></html>",
             ),
-            ("POST", _) => self.rpc(request, path == "/jsonrpc").await,
+            ("POST", _) => self.rpc(request, path == "/jsonrpc").await?,
             ("GET", "/export_raw_vdi" | "/export") => self.export(request).await,
             ("PUT", "/import_raw_vdi" | "/import") => self.import(request).await,
             _ => full(
@@ -369,21 +386,25 @@ impl Listener {
                 "text/html",
                 "<html>Not implemented</html>",
             ),
-        }
+        })
     }
 
-    async fn rpc(&self, request: Request<Incoming>, json: bool) -> Response<Body> {
+    async fn rpc(
+        &self,
+        request: Request<Incoming>,
+        json: bool,
+    ) -> Result<Response<Body>, DropConnection> {
         let asks_thumbprint = request
             .headers()
             .get("x-xenapi-request-host-certificate-thumbprint")
             .is_some_and(|value| value == "sha-256:master");
         if request.headers().get("content-length").is_none() {
-            return html_500();
+            return Ok(html_500());
         }
         let body = request.into_body().collect().await.unwrap().to_bytes();
         let (call, reply): (xenapi::codec::MethodCall, Reply) = if json {
             let Ok(decoded) = jsonrpc::decode_call(&body) else {
-                return html_500();
+                return Ok(html_500());
             };
             let (version, id) = (decoded.version, decoded.id.clone());
             (
@@ -392,10 +413,18 @@ impl Listener {
             )
         } else {
             let Ok(call) = xmlrpc::decode_call(&body) else {
-                return html_500();
+                return Ok(html_500());
             };
             (call, Box::new(xmlrpc::encode_response))
         };
+        {
+            let mut db = self.db.lock().unwrap();
+            if let Some(index) = db.drop_unanswered.iter().position(|m| *m == call.method) {
+                db.drop_unanswered.remove(index);
+                db.calls.push(call.method.clone());
+                return Err(DropConnection);
+            }
+        }
         let response = self.dispatch(&call.method, call.params).await;
         let slave_failure =
             matches!(&response, RpcResponse::Failure(failure) if failure.code == "HOST_IS_SLAVE");
@@ -413,7 +442,7 @@ impl Listener {
                 thumbprint.parse().unwrap(),
             );
         }
-        http
+        Ok(http)
     }
 
     async fn dispatch(&self, method: &str, params: Vec<Value>) -> RpcResponse {
