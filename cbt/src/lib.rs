@@ -55,3 +55,8 @@ pub use units::{
     ByteExtent, ByteLen, ByteOffset, CbtBlockIndex, Granularity, VHD_BLOCK_SIZE, VhdBlockIndex,
 };
 pub use views::{ReadPlanConfig, ReadRequest, ReadRequests, VhdBlocks};
+
+/// Compiles and runs the README's example with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

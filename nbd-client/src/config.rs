@@ -26,6 +26,18 @@ pub struct RetryPolicy {
     pub max_backoff: Duration,
 }
 
+impl RetryPolicy {
+    /// Delay after the first failure: `initial_backoff`, but never above `max_backoff`.
+    pub(crate) fn first_backoff(&self) -> Duration {
+        self.initial_backoff.min(self.max_backoff)
+    }
+
+    /// Delay that follows `delay` after one more failure: doubled, capped at `max_backoff`.
+    pub(crate) fn next_backoff(&self, delay: Duration) -> Duration {
+        delay.saturating_mul(2).min(self.max_backoff)
+    }
+}
+
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
@@ -222,5 +234,74 @@ impl ExportInfo {
     /// True when the export refuses writes.
     pub fn is_read_only(&self) -> bool {
         self.flags.contains(TransmissionFlags::READ_ONLY)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The delays `with_retry` sleeps between attempts, in order.
+    fn schedule(policy: &RetryPolicy, count: usize) -> Vec<Duration> {
+        std::iter::successors(Some(policy.first_backoff()), |&delay| {
+            Some(policy.next_backoff(delay))
+        })
+        .take(count)
+        .collect()
+    }
+
+    #[test]
+    fn backoff_doubles_then_stays_at_the_cap() {
+        let ms = Duration::from_millis;
+        // Default policy: 100 ms doubling up to 10 s (6.4 s × 2 = 12.8 s is cut to 10 s).
+        assert_eq!(
+            schedule(&RetryPolicy::default(), 10),
+            [
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(6400),
+                ms(10_000),
+                ms(10_000),
+                ms(10_000),
+            ]
+        );
+    }
+
+    #[test]
+    fn xapi_backoff_starts_at_one_second() {
+        let config = ClientConfig::xapi(Address::tcp("h", 10809), "e", "pem", "subject");
+        let s = Duration::from_secs;
+        assert_eq!(
+            schedule(&config.retry, 6),
+            [s(1), s(2), s(4), s(8), s(10), s(10)]
+        );
+    }
+
+    #[test]
+    fn backoff_never_exceeds_the_cap_nor_overflows() {
+        // An initial delay above the cap is cut to the cap.
+        let policy = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(5),
+        };
+        assert_eq!(schedule(&policy, 3), [Duration::from_secs(5); 3]);
+        // Doubling saturates instead of panicking.
+        let huge = RetryPolicy {
+            max_attempts: 3,
+            initial_backoff: Duration::MAX / 2 + Duration::from_secs(1),
+            max_backoff: Duration::MAX,
+        };
+        assert_eq!(schedule(&huge, 3)[1..], [Duration::MAX, Duration::MAX]);
+        // A zero delay stays zero (retry at once), it does not become the cap.
+        let zero = RetryPolicy {
+            initial_backoff: Duration::ZERO,
+            ..RetryPolicy::default()
+        };
+        assert_eq!(schedule(&zero, 3), [Duration::ZERO; 3]);
     }
 }

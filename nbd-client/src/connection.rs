@@ -14,6 +14,7 @@ use tracing::{Instrument, debug, debug_span, warn};
 
 use crate::Error;
 use crate::config::{ClientConfig, ExportInfo};
+use crate::error::MessageRedactor;
 use crate::proto::{
     Action, BlockStatusChunk, ClientHandshake, CommandFailure, CommandFlags, CommandType,
     ExportEntry, Goal, HandshakeConfig, Outcome, Reply, ReplyHeader, ReplyMode, ReplyTracker,
@@ -71,6 +72,8 @@ struct Shared {
     request_timeout: Duration,
     closing: AtomicBool,
     reader: Mutex<Option<AbortHandle>>,
+    /// Cleans server messages before they become errors.
+    redactor: MessageRedactor,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -267,6 +270,7 @@ impl Connection {
             request_timeout: config.request_timeout,
             closing: AtomicBool::new(false),
             reader: Mutex::new(None),
+            redactor: MessageRedactor::for_export(&config.export_name),
         });
         let reader_shared = shared.clone();
         let span = debug_span!("nbd_reader", id);
@@ -803,7 +807,7 @@ impl Shared {
                     offset: waiter.range.offset(),
                     length: waiter.range.length(),
                     errno: failure.errno,
-                    message: failure.message,
+                    message: self.redactor.redact(failure.message.as_bytes()),
                 })
             }
         };

@@ -3,12 +3,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::proto::{CommandType, Errno, OptionCode, OptionReplyType};
+use crate::proto::{CommandType, Errno, ExportName, OptionCode, OptionReplyType};
 use crate::units::Cookie;
 
 /// Everything that can go wrong in `nbd-client`, from a malformed byte to an exhausted retry budget.
 ///
-/// Export names never appear here: xapi's embed a session reference, which is a secret.
+/// Export names never appear here: xapi's embed a session reference, which is a secret. A
+/// server's own message text (in [`Error::OptionRefused`] and [`Error::Command`]) is kept for
+/// diagnosis, with the export name and its session id redacted, control characters replaced
+/// and the length capped at [`MAX_SERVER_MESSAGE_CHARS`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -131,7 +134,7 @@ pub enum Error {
         option: OptionCode,
         /// Error reply type.
         reply: OptionReplyType,
-        /// Server's message (may be empty).
+        /// Server's message (may be empty; redacted and capped, see [`Error`]).
         message: String,
     },
     /// The server closed the connection after EXPORT_NAME: unknown export, expired session or attach failure.
@@ -151,7 +154,7 @@ pub enum Error {
         length: u64,
         /// Error value sent by the server.
         errno: Errno,
-        /// Server's message (structured replies only; may be empty).
+        /// Server's message (structured replies only; may be empty; redacted and capped).
         message: String,
     },
     /// The export does not allow this command (flag missing, read-only, no metadata context).
@@ -245,6 +248,76 @@ pub enum Error {
     },
 }
 
+/// Longest server message kept in an error, in characters; longer ones are cut and end in `…`.
+pub const MAX_SERVER_MESSAGE_CHARS: usize = 512;
+
+/// What replaces a secret in a server message.
+const REDACTED: &str = "<redacted>";
+
+/// Turns a server's message into error text that carries neither the export name nor its
+/// session id: the server may echo what the client sent, and xapi's export names embed a
+/// session reference (`/<vdi-uuid>?session_id=OpaqueRef:<uuid>`).
+#[derive(Clone, Default)]
+pub(crate) struct MessageRedactor {
+    /// Strings to hide, longest first so that the whole name wins over its parts.
+    secrets: Vec<String>,
+}
+
+impl MessageRedactor {
+    /// Shortest query value (or bare reference) redacted on its own: shorter ones are not
+    /// secrets, and hiding them would garble ordinary words.
+    const MIN_PART_LEN: usize = 8;
+
+    /// Hides `export_name`, each of its query values (`session_id=…`) and the bare token of
+    /// a `OpaqueRef:<token>` value.
+    pub(crate) fn for_export(export_name: &ExportName) -> Self {
+        let name = export_name.expose();
+        let mut secrets = Vec::new();
+        if !name.is_empty() {
+            secrets.push(name.to_owned());
+        }
+        if let Some((_, query)) = name.split_once('?') {
+            for pair in query.split('&') {
+                let value = pair.split_once('=').map_or(pair, |(_, value)| value);
+                let token = value.rsplit_once(':').map_or(value, |(_, token)| token);
+                for part in [value, token] {
+                    if part.len() >= Self::MIN_PART_LEN {
+                        secrets.push(part.to_owned());
+                    }
+                }
+            }
+        }
+        secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+        secrets.dedup();
+        Self { secrets }
+    }
+
+    /// The server's `raw` message as safe error text: lossy UTF-8, secrets replaced by
+    /// `<redacted>`, control characters (newlines, escapes) by `U+FFFD`, at most
+    /// [`MAX_SERVER_MESSAGE_CHARS`] characters.
+    pub(crate) fn redact(&self, raw: &[u8]) -> String {
+        let text = String::from_utf8_lossy(raw);
+        let mut out = String::with_capacity(text.len().min(MAX_SERVER_MESSAGE_CHARS));
+        let mut kept = 0usize;
+        let mut rest: &str = &text;
+        while let Some(c) = rest.chars().next() {
+            if kept == MAX_SERVER_MESSAGE_CHARS {
+                out.push('…');
+                break;
+            }
+            kept = kept.saturating_add(1);
+            if let Some(secret) = self.secrets.iter().find(|s| rest.starts_with(s.as_str())) {
+                out.push_str(REDACTED);
+                rest = rest.get(secret.len()..).unwrap_or_default();
+                continue;
+            }
+            out.push(if c.is_control() { '\u{fffd}' } else { c });
+            rest = rest.get(c.len_utf8()..).unwrap_or_default();
+        }
+        out
+    }
+}
+
 fn message_suffix(message: &str) -> String {
     if message.is_empty() {
         String::new()
@@ -298,6 +371,89 @@ impl Error {
             } else {
                 Error::Io { action, source }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const XAPI_NAME: &str = "/3f2504e0-4f89-11d3-9a0c-0305e82c3301?session_id=OpaqueRef:6c1f2b1e-1111-2222-3333-444455556666";
+    const SESSION: &str = "OpaqueRef:6c1f2b1e-1111-2222-3333-444455556666";
+    const TOKEN: &str = "6c1f2b1e-1111-2222-3333-444455556666";
+
+    fn xapi() -> MessageRedactor {
+        MessageRedactor::for_export(&ExportName::new(XAPI_NAME))
+    }
+
+    #[test]
+    fn the_export_name_and_its_session_are_redacted() {
+        let redactor = xapi();
+        // The whole name, the session ref and its bare token, each wherever it appears.
+        let raw = format!("no export {XAPI_NAME}; session {SESSION} expired (ref {TOKEN})");
+        let text = redactor.redact(raw.as_bytes());
+        assert_eq!(
+            text,
+            "no export <redacted>; session <redacted> expired (ref <redacted>)"
+        );
+        assert!(!text.contains("6c1f2b1e"));
+        // The VDI uuid alone is not a secret and stays readable.
+        let vdi = "VDI 3f2504e0-4f89-11d3-9a0c-0305e82c3301 is not attached";
+        assert_eq!(redactor.redact(vdi.as_bytes()), vdi);
+    }
+
+    #[test]
+    fn a_plain_export_name_is_redacted_too() {
+        let redactor = MessageRedactor::for_export(&ExportName::new("disk"));
+        assert_eq!(
+            redactor.redact(b"export 'disk' not found"),
+            "export '<redacted>' not found"
+        );
+        // No name, nothing to hide: the message passes unchanged.
+        let none = MessageRedactor::for_export(&ExportName::new(""));
+        assert_eq!(none.redact(b"Invalid argument"), "Invalid argument");
+    }
+
+    #[test]
+    fn control_characters_and_bad_utf8_are_neutralised() {
+        let redactor = xapi();
+        let text = redactor.redact(b"line one\nfake: log line\x1b[31m \xff end");
+        assert_eq!(
+            text,
+            "line one\u{fffd}fake: log line\u{fffd}[31m \u{fffd} end"
+        );
+    }
+
+    #[test]
+    fn long_messages_are_cut_after_redaction() {
+        let redactor = xapi();
+        let raw = "x".repeat(10_000);
+        let text = redactor.redact(raw.as_bytes());
+        assert_eq!(text.chars().count(), MAX_SERVER_MESSAGE_CHARS + 1);
+        assert!(text.ends_with('…'));
+        // A secret straddling the cut is hidden whole, not cut into a readable prefix.
+        let raw = format!("{}{SESSION}", "y".repeat(MAX_SERVER_MESSAGE_CHARS - 1));
+        let text = redactor.redact(raw.as_bytes());
+        assert!(text.ends_with("y<redacted>"), "{text}");
+        assert!(!text.contains("OpaqueRef"));
+        // Multi-byte characters are counted as characters and never split.
+        let raw = "é".repeat(MAX_SERVER_MESSAGE_CHARS * 2);
+        let text = redactor.redact(raw.as_bytes());
+        assert_eq!(text.chars().count(), MAX_SERVER_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn errors_built_from_redacted_messages_display_no_secret() {
+        let message = xapi().redact(format!("cannot open {XAPI_NAME}").as_bytes());
+        let error = Error::OptionRefused {
+            option: OptionCode::GO,
+            reply: OptionReplyType::ERR_UNKNOWN,
+            message,
+        };
+        for text in [error.to_string(), format!("{error:?}")] {
+            assert!(text.contains("<redacted>"), "{text}");
+            assert!(!text.contains(TOKEN), "{text}");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A fast, robust async NBD client for every server a XenServer / XCP-ng toolkit meets:
-//! xapi-nbd (STARTTLS, EXPORT_NAME, simple replies, one request at a time), qemu-nbd, nbdkit
-//! and nbd-server (GO, structured or extended replies, BLOCK_STATUS, dirty bitmaps).
+//! xapi-nbd (STARTTLS, EXPORT_NAME, simple replies, serves one request at a time), qemu-nbd,
+//! nbdkit and nbd-server (GO, structured or extended replies, BLOCK_STATUS, dirty bitmaps).
 //!
 //! Layers, from the bytes up:
 //! - [`proto`]: the sans-IO protocol layer, public in both directions (servers reuse the
@@ -35,7 +35,8 @@
 //! let connection = Connection::handshake(client_side, &config).await.unwrap();
 //! assert_eq!(connection.info().size, 1 << 20);
 //!
-//! // 3 MiB would be split into 2 MiB requests; here 12 KiB in one.
+//! // Longer than `max_request_len` (1 MiB by default, 2 MiB with `ClientConfig::xapi`),
+//! // a read is split into pipelined requests; these 12 KiB go in one.
 //! let data = connection.read(ByteRange::new(4096, 3 * 4096).unwrap()).await.unwrap();
 //! assert_eq!(&data[..], &content[4096..4 * 4096]);
 //! assert_eq!(data[0], 1);
@@ -59,9 +60,14 @@ pub use config::{ClientConfig, DEFAULT_MAX_PAYLOAD, ExportInfo, RetryPolicy};
 pub use connection::{
     Connection, MAX_WALK_EXTENTS, MappedExtent, list_exports, list_meta_contexts,
 };
-pub use error::Error;
+pub use error::{Error, MAX_SERVER_MESSAGE_CHARS};
 pub use pool::{Pool, StreamOptions};
 pub use proto::{ExportName, Profile};
 pub use tls::{TlsOptions, TlsVerification, crypto_provider, parse_pem_certificates};
 pub use transport::{Address, BoxStream, ByteStream};
 pub use units::{ByteRange, ContextId, Cookie};
+
+/// Compiles the README's example with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

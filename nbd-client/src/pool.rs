@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Error;
-use crate::config::{ClientConfig, ExportInfo};
+use crate::config::{ClientConfig, ExportInfo, RetryPolicy};
 use crate::connection::{Connection, MappedExtent};
 use crate::proto::BlockStatusChunk;
 use crate::units::ByteRange;
@@ -24,8 +24,44 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Slot {
     current: Mutex<Option<Arc<Connection>>>,
     reconnect: tokio::sync::Mutex<()>,
-    /// Earliest time a background reconnect may be tried, and the delay after the next failure.
-    backoff: Mutex<(Instant, Duration)>,
+    backoff: Mutex<ReconnectBackoff>,
+}
+
+/// When a slot may next try a background reconnect, and how long it waits after its next
+/// failure: the delay doubles with each failed reconnect, up to `max_backoff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ReconnectBackoff {
+    not_before: Instant,
+    next_delay: Duration,
+}
+
+impl ReconnectBackoff {
+    /// A fresh slot (or one that just reconnected): may reconnect at once.
+    fn new(now: Instant, policy: &RetryPolicy) -> Self {
+        Self {
+            not_before: now,
+            next_delay: policy.first_backoff(),
+        }
+    }
+
+    /// After a failed reconnect at `now`: wait the current delay, and double it for next time.
+    fn after_failure(self, now: Instant, policy: &RetryPolicy) -> Self {
+        // A delay too long to represent means "not in this process's lifetime".
+        const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+        let not_before = now
+            .checked_add(self.next_delay)
+            .or_else(|| now.checked_add(FAR_FUTURE))
+            .unwrap_or(now);
+        Self {
+            not_before,
+            next_delay: policy.next_backoff(self.next_delay),
+        }
+    }
+
+    /// True when a background reconnect may be tried at `now`.
+    fn allows(&self, now: Instant) -> bool {
+        now >= self.not_before
+    }
 }
 
 struct PoolInner {
@@ -87,10 +123,7 @@ impl Pool {
         let first = Connection::connect(&config).await?;
         let info = first.info().clone();
         let mut slots = Vec::with_capacity(config.connections);
-        slots.push(Slot::new(
-            Some(Arc::new(first)),
-            config.retry.initial_backoff,
-        ));
+        slots.push(Slot::new(Some(Arc::new(first)), &config.retry));
         for index in 1..config.connections {
             let connection = match Connection::connect(&config).await {
                 Ok(connection) => Some(Arc::new(connection)),
@@ -99,7 +132,7 @@ impl Pool {
                     None
                 }
             };
-            slots.push(Slot::new(connection, config.retry.initial_backoff));
+            slots.push(Slot::new(connection, &config.retry));
         }
         Ok(Self {
             inner: Arc::new(PoolInner {
@@ -252,11 +285,11 @@ impl Pool {
 }
 
 impl Slot {
-    fn new(connection: Option<Arc<Connection>>, backoff: Duration) -> Self {
+    fn new(connection: Option<Arc<Connection>>, policy: &RetryPolicy) -> Self {
         Self {
             current: Mutex::new(connection),
             reconnect: tokio::sync::Mutex::new(()),
-            backoff: Mutex::new((Instant::now(), backoff)),
+            backoff: Mutex::new(ReconnectBackoff::new(Instant::now(), policy)),
         }
     }
 }
@@ -301,7 +334,7 @@ impl PoolInner {
         let Some(slot) = self.slots.get(index) else {
             return;
         };
-        if lock(&slot.backoff).0 > Instant::now() {
+        if !lock(&slot.backoff).allows(Instant::now()) {
             return;
         }
         let inner = self.clone();
@@ -338,16 +371,12 @@ impl PoolInner {
                 }
                 let connection = Arc::new(connection);
                 *lock(&slot.current) = Some(connection.clone());
-                *lock(&slot.backoff) = (Instant::now(), self.config.retry.initial_backoff);
+                *lock(&slot.backoff) = ReconnectBackoff::new(Instant::now(), &self.config.retry);
                 Ok(connection)
             }
             Err(error) => {
                 let mut backoff = lock(&slot.backoff);
-                let delay = backoff.1;
-                *backoff = (
-                    Instant::now() + delay,
-                    delay.saturating_mul(2).min(self.config.retry.max_backoff),
-                );
+                *backoff = backoff.after_failure(Instant::now(), &self.config.retry);
                 Err(error)
             }
         }
@@ -359,7 +388,7 @@ impl PoolInner {
         Fut: Future<Output = Result<T, Error>>,
     {
         let policy = self.config.retry;
-        let mut delay = policy.initial_backoff;
+        let mut delay = policy.first_backoff();
         let mut last = None;
         for attempt in 1..=policy.max_attempts {
             let outcome = match self.acquire().await {
@@ -376,7 +405,7 @@ impl PoolInner {
             }
             if attempt < policy.max_attempts {
                 tokio::time::sleep(delay).await;
-                delay = delay.saturating_mul(2).min(policy.max_backoff);
+                delay = policy.next_backoff(delay);
             }
         }
         Err(Error::RetriesExhausted {
@@ -384,5 +413,62 @@ impl PoolInner {
             attempts: policy.max_attempts,
             last: Box::new(last.unwrap_or(Error::Closed)),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_backoff_doubles_and_is_capped() {
+        let policy = RetryPolicy::default();
+        let now = Instant::now();
+        let mut backoff = ReconnectBackoff::new(now, &policy);
+        assert!(backoff.allows(now), "a fresh slot reconnects at once");
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            backoff = backoff.after_failure(now, &policy);
+            waits.push(backoff.not_before.duration_since(now));
+            assert!(!backoff.allows(now));
+            assert!(backoff.allows(backoff.not_before));
+        }
+        let ms = Duration::from_millis;
+        assert_eq!(
+            waits,
+            [
+                ms(100),
+                ms(200),
+                ms(400),
+                ms(800),
+                ms(1600),
+                ms(3200),
+                ms(6400),
+                ms(10_000),
+                ms(10_000),
+            ]
+        );
+        // A successful reconnect starts over from the initial delay.
+        let reset = ReconnectBackoff::new(now, &policy);
+        assert_eq!(
+            reset
+                .after_failure(now, &policy)
+                .not_before
+                .duration_since(now),
+            ms(100)
+        );
+    }
+
+    #[test]
+    fn reconnect_backoff_survives_an_unrepresentable_delay() {
+        let policy = RetryPolicy {
+            max_attempts: 1,
+            initial_backoff: Duration::MAX,
+            max_backoff: Duration::MAX,
+        };
+        let now = Instant::now();
+        let backoff = ReconnectBackoff::new(now, &policy).after_failure(now, &policy);
+        assert!(!backoff.allows(now));
+        assert_eq!(backoff.next_delay, Duration::MAX);
     }
 }

@@ -15,10 +15,12 @@ use bytes::{BufMut, BytesMut};
 use nbd_client::proto::handshake::{ExportNameReply, encode_option_reply};
 use nbd_client::proto::transmission::{encode_chunk_header, encode_simple_reply};
 use nbd_client::proto::{
-    ChunkHeader, ChunkType, Errno, Greeting, HandshakeFlags, Info, OptionCode, OptionReplyType,
-    OptionRequestHeader, ReplyFlags, Request, TransmissionFlags,
+    ChunkHeader, ChunkType, Errno, ErrorChunk, Greeting, HandshakeFlags, Info, OptionCode,
+    OptionReplyType, OptionRequestHeader, ReplyFlags, Request, TransmissionFlags,
 };
-use nbd_client::{Address, ByteRange, ClientConfig, Connection, Cookie, Error, Profile};
+use nbd_client::{
+    Address, ByteRange, ClientConfig, Connection, Cookie, Error, ExportName, Profile,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 
 const GUARD: Duration = Duration::from_secs(10);
@@ -417,4 +419,115 @@ async fn server_error_keeps_the_connection() {
         .await
         .unwrap();
     assert!(data.iter().all(|&b| b == 0x42));
+}
+
+/// An xapi export name: the session reference in it is a secret.
+const SECRET_EXPORT: &str = "/3f2504e0-4f89-11d3-9a0c-0305e82c3301?session_id=OpaqueRef:6c1f2b1e-aaaa-bbbb-cccc-ddddeeeeffff";
+const SESSION_TOKEN: &str = "6c1f2b1e-aaaa-bbbb-cccc-ddddeeeeffff";
+
+/// A server message that echoes the secret in every form, with a forged log line.
+fn leaky_message() -> String {
+    format!(
+        "no such export {SECRET_EXPORT}\nWARN session OpaqueRef:{SESSION_TOKEN} ({SESSION_TOKEN}) expired"
+    )
+}
+
+fn assert_redacted(error: &Error, message: &str) {
+    assert!(message.contains("<redacted>"), "{message}");
+    assert!(
+        !message.contains('\n'),
+        "control characters must not pass: {message:?}"
+    );
+    for text in [message.to_owned(), error.to_string(), format!("{error:?}")] {
+        assert!(!text.contains(SESSION_TOKEN), "secret leaked: {text}");
+        assert!(!text.contains("OpaqueRef"), "secret leaked: {text}");
+    }
+    // What is not secret stays readable.
+    assert!(
+        message.starts_with("no such export <redacted>"),
+        "{message}"
+    );
+    assert!(message.ends_with("expired"), "{message}");
+}
+
+#[tokio::test]
+async fn option_refusal_message_is_redacted() {
+    let mut config = config();
+    config.export_name = ExportName::new(SECRET_EXPORT);
+    let result = against(config, |mut s| async move {
+        let mut out = BytesMut::new();
+        Greeting {
+            flags: HandshakeFlags::FIXED_NEWSTYLE,
+        }
+        .encode(&mut out);
+        send(&mut s, &out).await;
+        let mut flags = [0u8; 4];
+        s.read_exact(&mut flags).await.unwrap();
+        while let Some(option) = read_option(&mut s).await {
+            let mut out = BytesMut::new();
+            let (reply, message) = match option {
+                OptionCode::GO => (OptionReplyType::ERR_UNKNOWN, leaky_message()),
+                OptionCode::ABORT => return,
+                _ => (OptionReplyType::ERR_UNSUP, String::new()),
+            };
+            encode_option_reply(option, reply, message.as_bytes(), &mut out).unwrap();
+            send(&mut s, &out).await;
+        }
+    })
+    .await;
+    let error = result.expect_err("the export is refused");
+    let Error::OptionRefused {
+        option: OptionCode::GO,
+        reply: OptionReplyType::ERR_UNKNOWN,
+        message,
+    } = &error
+    else {
+        panic!("expected a GO refusal, got {error:?}");
+    };
+    assert_redacted(&error, message);
+}
+
+#[tokio::test]
+async fn command_error_message_is_redacted() {
+    let mut config = config();
+    config.export_name = ExportName::new(SECRET_EXPORT);
+    let connection = against(config, |mut s| async move {
+        structured_handshake(&mut s).await;
+        let request = read_request(&mut s).await;
+        let mut payload = BytesMut::new();
+        ErrorChunk {
+            errno: Errno::EIO,
+            message: leaky_message(),
+            offset: None,
+        }
+        .encode(&mut payload);
+        let mut out = BytesMut::new();
+        encode_chunk_header(
+            &ChunkHeader {
+                flags: ReplyFlags::DONE,
+                chunk_type: ChunkType::ERROR,
+                cookie: request.cookie,
+                offset: None,
+                length: u64::try_from(payload.len()).unwrap(),
+            },
+            &mut out,
+        )
+        .unwrap();
+        out.extend_from_slice(&payload);
+        send(&mut s, &out).await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    })
+    .await
+    .unwrap();
+    let error = failing_read(&connection).await;
+    let Error::Command {
+        errno: Errno::EIO,
+        message,
+        ..
+    } = &error
+    else {
+        panic!("expected a command error, got {error:?}");
+    };
+    assert_redacted(&error, message);
+    assert!(connection.is_alive());
 }

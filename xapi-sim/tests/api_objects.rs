@@ -8,6 +8,7 @@
 )]
 
 mod common;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -1173,6 +1174,85 @@ async fn cbt_calls_check_track_and_destroy_data_like_xapi() {
     assert_eq!(
         api.get("VDI", "cbt_enabled", &live).await,
         Value::Bool(false)
+    );
+}
+
+#[tokio::test]
+async fn resize_grows_keeping_data_and_refuses_shrinks_like_sm() {
+    const MIB: i64 = 1 << 20;
+    async fn virtual_size(api: &Api, disk: &str) -> i64 {
+        api.get("VDI", "virtual_size", disk).await.decode().unwrap()
+    }
+    let pool = start(fixture()).await;
+    let api = Api::new(&pool).await;
+    let disk = named(&pool, ClassId::Vdi, "db01 disk 0");
+    assert_eq!(virtual_size(&api, &disk).await, 16 * MIB);
+    // Data up to the last byte, so a lost or shifted tail would show.
+    xml(
+        api.address,
+        "sim.guest_write",
+        &[
+            s(&disk),
+            Value::Int(15 * MIB),
+            Value::Int(MIB),
+            Value::Int(5),
+        ],
+    )
+    .await
+    .unwrap();
+    let before = support::vdi_bytes(&pool, &disk);
+
+    // 20 MiB + 1 byte rounds up to whole 2 MiB blocks, as at creation.
+    assert_eq!(
+        api.ok("VDI.resize", &[s(&disk), Value::Int(20 * MIB + 1)])
+            .await,
+        Value::void()
+    );
+    assert_eq!(virtual_size(&api, &disk).await, 22 * MIB);
+    let after = support::vdi_bytes(&pool, &disk);
+    assert_eq!(after.len(), 22 << 20);
+    assert_eq!(after[..16 << 20], before[..], "the data stays");
+    assert!(
+        after[16 << 20..].iter().all(|byte| *byte == 0),
+        "the new tail reads as zeros"
+    );
+    let mut expected = before.clone();
+    expected.resize(22 << 20, 0);
+    assert_eq!(
+        xml(api.address, "sim.vdi_sha256", &[s(&disk)])
+            .await
+            .unwrap(),
+        s(&hex::encode(support::sha256(&expected)))
+    );
+    api.ok("VDI.resize", &[s(&disk), Value::Int(22 * MIB)])
+        .await;
+    assert_eq!(
+        virtual_size(&api, &disk).await,
+        22 * MIB,
+        "the same size is a no-op"
+    );
+
+    // sm compares the size asked for before rounding: one byte less is already a shrink.
+    for smaller in [8 * MIB, 22 * MIB - 1] {
+        assert_eq!(
+            api.err("VDI.resize", &[s(&disk), Value::Int(smaller)])
+                .await,
+            err(
+                "SR_BACKEND_FAILURE_79",
+                &["", "VDI Invalid size [opterr=shrinking not allowed]", ""]
+            ),
+            "{smaller}"
+        );
+    }
+    assert_eq!(virtual_size(&api, &disk).await, 22 * MIB);
+    assert_eq!(support::vdi_bytes(&pool, &disk), after);
+
+    // Offline resize only: a disk of a running VM is in use.
+    let busy = named(&pool, ClassId::Vdi, "web01 disk 1");
+    assert_eq!(
+        api.err("VDI.resize", &[s(&busy), Value::Int(64 * MIB)])
+            .await,
+        err("VDI_IN_USE", &[&busy, "resize"])
     );
 }
 

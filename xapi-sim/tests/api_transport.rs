@@ -1052,6 +1052,177 @@ async fn faults_fire_on_the_nth_call_and_latency_applies() {
 }
 
 #[tokio::test]
+async fn faults_armed_by_the_builder_fail_the_nth_call_with_their_error() {
+    let pool = start(PoolSpec::new("armed").fault(FaultRule::fail_call(
+        "VM.get_all",
+        2,
+        "SR_BACKEND_FAILURE_44",
+        &["", "There is insufficient space", ""],
+    )))
+    .await;
+    let master = pool.master().address;
+    let session = login(&pool).await;
+    assert_eq!(pool.faults().rules().len(), 1, "armed at start");
+    assert!(xml(master, "VM.get_all", &[s(&session)]).await.is_ok());
+    assert_eq!(
+        code(json(master, "VM.get_all", &[s(&session)]).await),
+        (
+            "SR_BACKEND_FAILURE_44".to_owned(),
+            vec![
+                String::new(),
+                "There is insufficient space".to_owned(),
+                String::new()
+            ]
+        ),
+        "the 2nd call, whichever the transport"
+    );
+    assert!(xml(master, "VM.get_all", &[s(&session)]).await.is_ok());
+    assert!(pool.faults().rules().is_empty(), "it fired once");
+}
+
+/// A two-pool TOML scenario: `[[pool.fault]]` is armed at start, and the pools share nothing
+/// (ports, credentials, sessions, objects, faults).
+#[tokio::test]
+async fn toml_scenarios_arm_their_faults_and_run_independent_pools() {
+    let scenario = xapi_sim::Scenario::from_toml(
+        r#"
+        [[pool]]
+        name = "site-a"
+        tls = false
+        password = "pw-a"
+        [[pool.vm]]
+        name = "origin"
+        [[pool.fault]]
+        kind = "fail_call"
+        method = "VM.get_all"
+        nth = 2
+        code = "SR_BACKEND_FAILURE_44"
+        params = ["", "There is insufficient space", ""]
+
+        [[pool]]
+        name = "site-b"
+        tls = false
+        password = "pw-b"
+        "#,
+    )
+    .unwrap();
+    let mut pools = Vec::new();
+    for spec in scenario.pools {
+        pools.push(xapi_sim::Pool::start(spec).await.unwrap());
+    }
+    let [a, b] = &pools[..] else {
+        panic!("two pools")
+    };
+    let (a_address, b_address) = (a.master().address, b.master().address);
+    assert_ne!(a_address, b_address);
+    assert_ne!(a.master().nbd, b.master().nbd);
+    let login_to = |address, password: &'static str| async move {
+        xml(
+            address,
+            "session.login_with_password",
+            &[s("root"), s(password)],
+        )
+        .await
+    };
+    assert_eq!(
+        code(login_to(b_address, "pw-a").await).0,
+        "SESSION_AUTHENTICATION_FAILED"
+    );
+    let a_session = login_to(a_address, "pw-a").await.unwrap();
+    let b_session = login_to(b_address, "pw-b").await.unwrap();
+    assert_eq!(
+        code(xml(b_address, "VM.get_all", std::slice::from_ref(&a_session)).await).0,
+        "SESSION_INVALID"
+    );
+
+    // The TOML fault: pool a's 2nd VM.get_all fails exactly as written; pool b's calls are
+    // neither counted nor failed.
+    assert!(
+        xml(a_address, "VM.get_all", std::slice::from_ref(&a_session))
+            .await
+            .is_ok()
+    );
+    for _ in 0..2 {
+        assert!(
+            xml(b_address, "VM.get_all", std::slice::from_ref(&b_session))
+                .await
+                .is_ok()
+        );
+    }
+    assert_eq!(
+        code(xml(a_address, "VM.get_all", std::slice::from_ref(&a_session)).await),
+        (
+            "SR_BACKEND_FAILURE_44".to_owned(),
+            vec![
+                String::new(),
+                "There is insufficient space".to_owned(),
+                String::new()
+            ]
+        )
+    );
+    assert!(
+        xml(a_address, "VM.get_all", std::slice::from_ref(&a_session))
+            .await
+            .is_ok()
+    );
+
+    // A VM created in pool a exists there only.
+    let origin = xml(
+        a_address,
+        "VM.get_by_name_label",
+        &[a_session.clone(), s("origin")],
+    )
+    .await
+    .unwrap()
+    .decode::<Vec<String>>()
+    .unwrap();
+    let created = xml(
+        a_address,
+        "VM.clone",
+        &[a_session.clone(), s(&origin[0]), s("created in a")],
+    )
+    .await
+    .unwrap();
+    let find = |address, session: Value, name: &'static str| async move {
+        xml(address, "VM.get_by_name_label", &[session, s(name)])
+            .await
+            .unwrap()
+            .decode::<Vec<String>>()
+            .unwrap()
+    };
+    assert_eq!(
+        find(a_address, a_session.clone(), "created in a").await,
+        [created.as_str().unwrap()]
+    );
+    assert!(
+        find(b_address, b_session.clone(), "created in a")
+            .await
+            .is_empty()
+    );
+    assert!(
+        find(b_address, b_session.clone(), "origin")
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        xml(b_address, "VM.get_record", &[b_session, created])
+            .await
+            .unwrap_err()
+            .code,
+        "HANDLE_INVALID"
+    );
+    let names: Vec<serde_json::Value> = pools
+        .iter()
+        .map(|pool| {
+            let dump = pool.dump();
+            let pools = dump["classes"]["pool"].as_object().unwrap().clone();
+            pools.values().next().unwrap()["name_label"].clone()
+        })
+        .collect();
+    assert_eq!(names, ["site-a", "site-b"]);
+}
+
+#[tokio::test]
 async fn tls_pools_serve_https_with_a_pinnable_certificate() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let pool = xapi_sim::Pool::start(PoolSpec::new("tls").credentials("root", "pw"))
@@ -1126,7 +1297,8 @@ async fn the_binary_runs_a_toml_scenario_and_prints_urls() {
     std::fs::write(
         &scenario,
         "[[pool]]\nname = \"from toml\"\ntls = false\npassword = \"pw\"\n\
-         [[pool.vm]]\nname = \"vm1\"\npower_state = \"Running\"\ndisk = [{ size = \"8 MiB\" }]\n",
+         [[pool.vm]]\nname = \"vm1\"\npower_state = \"Running\"\ndisk = [{ size = \"8 MiB\" }]\n\
+         [[pool]]\nname = \"second\"\ntls = false\n",
     )
     .unwrap();
     let mut child = Child(
@@ -1169,5 +1341,24 @@ async fn the_binary_runs_a_toml_scenario_and_prints_urls() {
         .await
         .unwrap();
     assert_eq!(vms.decode::<Vec<String>>().unwrap().len(), 1);
-    assert!(std::path::Path::new(pools[0]["hosts"][0]["certificate"].as_str().unwrap()).exists());
+    // `--cert-dir` names files `pool<index>-<host>.pem`, as its help says.
+    assert_eq!(pools[1]["name"], "second");
+    assert_ne!(pools[0]["url"], pools[1]["url"]);
+    for (index, pool) in pools.as_array().unwrap().iter().enumerate() {
+        let certificate = std::path::Path::new(pool["hosts"][0]["certificate"].as_str().unwrap());
+        assert_eq!(
+            certificate,
+            directory.path().join(format!("pool{index}-host-0.pem"))
+        );
+        let pem = std::fs::read_to_string(certificate).unwrap();
+        assert!(pem.starts_with("-----BEGIN CERTIFICATE-----"), "{pem}");
+    }
+    let help = std::process::Command::new(env!("CARGO_BIN_EXE_xapi-sim"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains("pool<index>-<host>.pem"),
+        "the help names the files"
+    );
 }

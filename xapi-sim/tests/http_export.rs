@@ -18,6 +18,7 @@ use support::{
     Upload, dom0_vbds, get, get_with, snapshot, task_state, vdi, vdi_bytes, wait_task, write,
 };
 use xapi_sim::{DiskSpec, FaultRule, Pool, PoolSpec, Size, SrSpec, VmSpec};
+use xenapi::Value;
 
 const DISK: &str = "vm disk 0";
 
@@ -235,7 +236,7 @@ async fn the_clients_task_runs_the_transfer_and_is_named_in_the_task_id_header()
             .cloned()
             .unwrap()
     });
-    assert_eq!(progress, xenapi::Value::Double(1.0));
+    assert_eq!(progress, Value::Double(1.0));
 }
 
 #[tokio::test]
@@ -264,6 +265,112 @@ async fn a_failure_after_the_200_truncates_the_stream_and_fails_the_task() {
     )
     .await;
     assert_eq!(again.body.len(), 8 << 20);
+}
+
+/// `sim.*` hooks over the wire count transfers from when they are called: the 2nd export is cut.
+#[tokio::test]
+async fn sim_cut_http_called_over_xml_rpc_cuts_the_nth_export_after_n_bytes() {
+    const CUT: usize = (3 << 20) + 7;
+    let pool = pool(Size::mib(8)).await;
+    let address = pool.master().address;
+    let session = support::session(&pool);
+    let (disk, _) = vdi(&pool, DISK);
+    let armed = common::xml(
+        address,
+        "sim.cut_http",
+        &[
+            support::s("/export_raw_vdi"),
+            Value::Int(i64::try_from(CUT).unwrap()),
+            Value::Int(2),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(armed, Value::void());
+    let path = format!("/export_raw_vdi?session_id={session}&vdi={disk}");
+
+    let whole = get(address, &path).await;
+    assert_eq!(
+        whole.body.len(),
+        8 << 20,
+        "the 1st export is not the one cut"
+    );
+    assert_eq!(whole.body, vdi_bytes(&pool, &disk));
+    let (status, _, _) = wait_task(&pool, whole.header("task-id").unwrap()).await;
+    assert_eq!(status, "success");
+
+    let cut = get(address, &path).await;
+    assert_eq!(cut.status, 200, "200 only means started");
+    assert_eq!(cut.body.len(), CUT);
+    assert_eq!(cut.body, whole.body[..CUT]);
+    let (status, _, error) = wait_task(&pool, cut.header("task-id").unwrap()).await;
+    assert_eq!(status, "failure");
+    assert_eq!(error, ["VDI_IO_ERROR", "Device I/O errors"]);
+    assert_eq!(dom0_vbds(&pool, &disk), 0);
+
+    let again = get(address, &path).await;
+    assert_eq!(again.body.len(), 8 << 20, "the rule fired once");
+}
+
+/// `sim.guest_write_random_blocks` rewrites exactly the blocks it returns, and `sim.vdi_sha256`
+/// is the SHA-256 of what a full raw export streams, before and after.
+#[tokio::test]
+async fn random_guest_writes_change_the_sha256_that_a_full_export_agrees_with() {
+    const BLOCK: usize = 2 << 20;
+    let pool = pool(Size::mib(8)).await;
+    let address = pool.master().address;
+    let session = support::session(&pool);
+    let (disk, _) = vdi(&pool, DISK);
+    let path = format!("/export_raw_vdi?session_id={session}&vdi={disk}");
+    let remote_sha256 = || async {
+        common::json(address, "sim.vdi_sha256", &[support::s(&disk)])
+            .await
+            .unwrap()
+            .decode::<String>()
+            .unwrap()
+    };
+
+    let before_hash = remote_sha256().await;
+    let before = get(address, &path).await.body;
+    assert_eq!(before.len(), 8 << 20);
+    assert_eq!(hex::encode(support::sha256(&before)), before_hash);
+
+    let blocks: Vec<u64> = common::json(
+        address,
+        "sim.guest_write_random_blocks",
+        &[support::s(&disk), Value::Int(2), Value::Int(99)],
+    )
+    .await
+    .unwrap()
+    .decode()
+    .unwrap();
+    let blocks: Vec<usize> = blocks
+        .into_iter()
+        .map(|block| usize::try_from(block).unwrap())
+        .collect();
+    assert_eq!(blocks.len(), 2);
+    assert!(blocks[0] < blocks[1] && blocks[1] < 4, "{blocks:?}");
+
+    let after_hash = remote_sha256().await;
+    assert_ne!(after_hash, before_hash);
+    let after = get(address, &path).await.body;
+    assert_eq!(hex::encode(support::sha256(&after)), after_hash);
+    for block in 0..4 {
+        let range = block * BLOCK..(block + 1) * BLOCK;
+        if blocks.contains(&block) {
+            assert_ne!(after[range.clone()], before[range.clone()], "block {block}");
+            assert!(
+                after[range].iter().any(|byte| *byte != 0),
+                "block {block} holds data"
+            );
+        } else {
+            assert_eq!(
+                after[range.clone()],
+                before[range],
+                "block {block} untouched"
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -601,6 +601,96 @@ async fn latency_and_cut_faults_shape_requests() {
     assert!(cut.closed().await, "then the connection drops mid-payload");
 }
 
+/// xapi-nbd serves one request at a time per connection: with a per-request latency, reads
+/// pipelined on one connection take at least the sum of their latencies (a server handling
+/// them concurrently would answer all of them after about one).
+#[tokio::test]
+async fn pipelined_reads_on_one_connection_are_served_one_after_another() {
+    const LATENCY_MS: i64 = 100;
+    const READS: u64 = 4;
+    const LENGTH: u32 = 64 << 10;
+    let pool = pool("insecure_nbd").await;
+    let session = support::session(&pool);
+    let (disk, _) = vdi(&pool, DISK);
+    let (_, _, name, _, _) = nbd_info(&pool, &disk, &session);
+    let content = vdi_bytes(&pool, &disk);
+    common::xml(
+        pool.master().address,
+        "sim.add_latency",
+        &[Value::from("nbd"), Value::Int(LATENCY_MS)],
+    )
+    .await
+    .unwrap();
+    let mut raw = connect(&pool, 1).await;
+    export(&mut raw, &name).await;
+
+    let started = Instant::now();
+    for index in 0..READS {
+        raw.request(0, 0, 100 + index, index * u64::from(LENGTH), LENGTH)
+            .await;
+    }
+    for index in 0..READS {
+        assert_eq!(raw.reply().await, (0, 100 + index), "answered in order");
+        let offset = usize::try_from(index * u64::from(LENGTH)).unwrap();
+        let length = usize::try_from(LENGTH).unwrap();
+        assert_eq!(raw.read(length).await, content[offset..offset + length]);
+    }
+    let elapsed = started.elapsed();
+    let serial = Duration::from_millis(u64::try_from(LATENCY_MS).unwrap() * READS);
+    assert!(
+        elapsed >= serial,
+        "{READS} pipelined reads took {elapsed:?}, less than {serial:?}: served concurrently"
+    );
+}
+
+/// `sim.cut_nbd(after_bytes, nth)` over JSON-RPC: the 2nd connection made after the call drops
+/// mid-payload after exactly `after_bytes`; the 1st and later ones are untouched.
+#[tokio::test]
+async fn sim_cut_nbd_called_over_json_rpc_cuts_the_nth_connection_after_n_bytes() {
+    const CUT: usize = 700_000;
+    const LENGTH: u32 = 1 << 20;
+    let pool = pool("insecure_nbd").await;
+    let session = support::session(&pool);
+    let (disk, _) = vdi(&pool, DISK);
+    let (_, _, name, _, _) = nbd_info(&pool, &disk, &session);
+    let content = vdi_bytes(&pool, &disk);
+    let whole = usize::try_from(LENGTH).unwrap();
+    common::json(
+        pool.master().address,
+        "sim.cut_nbd",
+        &[Value::Int(i64::try_from(CUT).unwrap()), Value::Int(2)],
+    )
+    .await
+    .unwrap();
+
+    let mut first = connect(&pool, 1).await;
+    export(&mut first, &name).await;
+    first.request(0, 0, 1, 0, LENGTH).await;
+    assert_eq!(first.reply().await, (0, 1));
+    assert_eq!(first.read(whole).await, content[..whole]);
+
+    let mut second = connect(&pool, 1).await;
+    export(&mut second, &name).await;
+    second.request(0, 0, 2, 0, LENGTH).await;
+    assert_eq!(second.reply().await, (0, 2), "a success header first");
+    assert_eq!(second.read(CUT).await, content[..CUT]);
+    assert!(
+        second.closed().await,
+        "then the connection drops mid-payload"
+    );
+
+    // The first connection goes on; the rule fired once, so a third connection is whole.
+    first.request(0, 0, 3, u64::from(LENGTH), LENGTH).await;
+    assert_eq!(first.reply().await, (0, 3));
+    assert_eq!(first.read(whole).await, content[whole..2 * whole]);
+    let mut third = connect(&pool, 1).await;
+    export(&mut third, &name).await;
+    third.request(0, 0, 4, 0, LENGTH).await;
+    assert_eq!(third.reply().await, (0, 4));
+    assert_eq!(third.read(whole).await, content[..whole]);
+    assert!(pool.faults().rules().is_empty());
+}
+
 #[tokio::test]
 async fn nbd_clients_pool_reads_through_tls_pinned_to_get_nbd_info() {
     let pool = pool("nbd").await;

@@ -111,3 +111,8 @@ pub use tokio_util::sync::CancellationToken;
 pub use transfer::{Compression, Download, ExportFormat, ImportFormat, UploadBody};
 pub use url::{ConnectUrl, Scheme, Secret};
 pub use value::{FromKey, FromValue, StringMap, Value, string_map};
+
+/// Compiles and runs the README's example with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

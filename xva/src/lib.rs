@@ -80,3 +80,8 @@ pub use read::{
 pub use stream::{DiskSource, Extent, ExtentStream, archive_stream, read_stream};
 pub use units::{ByteOffset, CHUNK_SIZE, ChunkIndex, DiskIndex};
 pub use write::{ArchiveWriter, WriteOptions, write_all};
+
+/// Compiles and runs the README's example with the doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -20,6 +20,7 @@ use super::handshake::{
 };
 use super::transmission::ReplyMode;
 use crate::Error;
+use crate::error::MessageRedactor;
 use crate::units::to_usize;
 
 /// Most replies accepted for one option (LIST entries, INFO items, contexts).
@@ -520,7 +521,8 @@ impl ClientHandshake {
         let refused = Error::OptionRefused {
             option,
             reply,
-            message: String::from_utf8_lossy(payload).into_owned(),
+            // The server may echo the export name, which can carry a session id.
+            message: MessageRedactor::for_export(&self.config.export_name).redact(payload),
         };
         if reply == OptionReplyType::ERR_SHUTDOWN {
             return self.abort_with(Error::ServerShutdown);

@@ -18,7 +18,8 @@ struct Args {
     /// Print the pools as JSON instead of text.
     #[arg(long)]
     json: bool,
-    /// Write each host's certificate as `<dir>/<pool>-<host>.pem` for clients to pin.
+    /// Write each host's certificate as `<dir>/pool<index>-<host>.pem` for clients to pin
+    /// (`<index>` counts the scenario's pools from 0, `<host>` is the host's name).
     #[arg(long)]
     cert_dir: Option<PathBuf>,
 }

@@ -219,16 +219,19 @@ pub(crate) fn storage_failure(error: &crate::Error) -> xenapi::codec::Failure {
         );
     }
     match error {
-        crate::Error::VirtualSizeTooLarge { .. } | crate::Error::CannotShrink { .. } => {
-            xenapi::codec::Failure::new(
-                "SR_BACKEND_FAILURE_79",
-                [
-                    String::new(),
-                    format!("VDI Invalid size [opterr={error}]"),
-                    String::new(),
-                ],
-            )
-        }
+        // sm's `VDISize` error with the opterr of every VHD-based driver's resize.
+        crate::Error::CannotShrink { .. } => xenapi::codec::Failure::new(
+            "SR_BACKEND_FAILURE_79",
+            ["", "VDI Invalid size [opterr=shrinking not allowed]", ""],
+        ),
+        crate::Error::VirtualSizeTooLarge { .. } => xenapi::codec::Failure::new(
+            "SR_BACKEND_FAILURE_79",
+            [
+                String::new(),
+                format!("VDI Invalid size [opterr={error}]"),
+                String::new(),
+            ],
+        ),
         _ => internal(error.to_string()),
     }
 }
@@ -484,7 +487,8 @@ pub fn forget(db: &mut Db, vdi: &str) -> ApiResult<()> {
 /// `VDI.resize(vdi, size)`; the new size is rounded like a creation.
 ///
 /// # Errors
-/// [`check_operation`] errors for `resize`, `SR_BACKEND_FAILURE_79` when shrinking.
+/// [`check_operation`] errors for `resize`; `SR_BACKEND_FAILURE_79` (sm's "shrinking not
+/// allowed") when `size` is below the current size, compared before rounding as sm does.
 pub fn resize(db: &mut Db, vdi: &str, size: i64) -> ApiResult<()> {
     check_operation(db, vdi, "resize")?;
     let size = db

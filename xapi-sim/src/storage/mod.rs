@@ -288,7 +288,8 @@ impl Storage {
     /// Grows a disk (rounded like [`Self::create`]); the live CBT log grows too. Returns the new size.
     ///
     /// # Errors
-    /// [`Error::CannotShrink`], [`Error::VirtualSizeTooLarge`], [`Error::UnknownDisk`],
+    /// [`Error::CannotShrink`] for any size below the current one (compared before rounding, as
+    /// sm does), [`Error::VirtualSizeTooLarge`], [`Error::UnknownDisk`],
     /// [`Error::DataDestroyed`].
     pub fn resize(&self, disk: DiskId, virtual_size: ByteLen) -> Result<ByteLen, Error> {
         let size = self.lock().resize(disk, virtual_size)?;

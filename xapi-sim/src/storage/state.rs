@@ -115,15 +115,17 @@ impl State {
     }
 
     pub(crate) fn resize(&mut self, disk: DiskId, virtual_size: ByteLen) -> Result<u64, Error> {
-        let size = round_virtual_size(virtual_size)?.get();
         let (_, current) = self.live(disk)?;
-        if size < current {
+        // sm compares the size asked for before rounding it: one byte less is a shrink, even
+        // though it would round back up to the current size.
+        if virtual_size.get() < current {
             return Err(Error::CannotShrink {
                 disk,
                 current,
-                requested: size,
+                requested: virtual_size.get(),
             });
         }
+        let size = round_virtual_size(virtual_size)?.get();
         if let Some(found) = self.disks.get_mut(&disk) {
             found.virtual_size = size;
         }
